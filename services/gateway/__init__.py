@@ -1,0 +1,1 @@
+"""Search gateway: HTTP/JSON and gRPC front door over one search core."""

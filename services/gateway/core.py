@@ -1,0 +1,243 @@
+"""The search core behind both the HTTP and the gRPC API.
+
+It validates input before anything reaches an encoder, encodes the query, searches the index,
+and shapes hits.  One point per product in the index means one hit per product.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from prism.catalog import validate_product_id
+from prism.encoding import EncoderClient
+from prism.errors import InvalidInput, NotFound
+from prism.index import ProductIndex, ScoredProduct, build_filter
+from prism.media.images import ImageLimits, probe_image
+
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+HIT_FIELDS = ["product_id", "title", "images", "attributes"]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = 20
+    filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    price_min: float | None = None
+    price_max: float | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    title: str
+    score: float
+    image_url: str
+    matched: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "score": round(self.score, 6), "image_url": self.image_url,
+                "matched": self.matched}
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    next_cursor: str | None
+    took_ms: float
+    reranked: bool = False
+    facets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hits": [h.to_json() for h in self.hits], "facets": self.facets, "next_cursor": self.next_cursor,
+                "took_ms": round(self.took_ms, 2), "reranked": self.reranked}
+
+
+def image_url(product_id: str, payload: Mapping[str, Any]) -> str:
+    return f"/v1/products/{product_id}/images/0" if payload.get("images") else ""
+
+
+class SearchCore:
+    def __init__(self, settings: Settings, index: ProductIndex, text: EncoderClient, image: EncoderClient) -> None:
+        self.settings = settings
+        self.index = index
+        self.text = text
+        self.image = image
+        self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+
+    # -- validation ---------------------------------------------------------------------------
+    def options(self, k: object = None, filters: object = None, cursor: object = None,
+                price_min: object = None, price_max: object = None) -> SearchOptions:
+        if k is None or k == "":
+            kk = self.settings.default_k
+        else:
+            try:
+                kk = int(str(k))
+            except ValueError as exc:
+                raise InvalidInput(f"k must be an integer, got {str(k)[:40]!r}", code="invalid_k") from exc
+        if not 1 <= kk <= self.settings.max_k:
+            raise InvalidInput(f"k must be between 1 and {self.settings.max_k}", code="invalid_k")
+        flt: dict[str, list[str]] = {}
+        if filters:
+            if not isinstance(filters, Mapping):
+                raise InvalidInput("filters must be an object of attribute -> value(s)", code="invalid_filter")
+            for key, val in filters.items():
+                vals = val if isinstance(val, list) else [val]
+                if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in vals):
+                    raise InvalidInput(f"filter {key!r} values must be strings or numbers", code="invalid_filter")
+                flt[str(key)] = [str(v) for v in vals]
+        prices: list[float | None] = []
+        for name, p in (("price_min", price_min), ("price_max", price_max)):
+            if p is None or p == "":
+                prices.append(None)
+                continue
+            try:
+                prices.append(float(str(p)))
+            except ValueError as exc:
+                raise InvalidInput(f"{name} must be a number", code="invalid_filter") from exc
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidInput("cursor must be a string", code="invalid_cursor")
+        return SearchOptions(k=kk, filters=flt, price_min=prices[0], price_max=prices[1], cursor=cursor or None)
+
+    def validate_text(self, text: object) -> str:
+        if not isinstance(text, str):
+            raise InvalidInput("text must be a string", code="invalid_query")
+        q = " ".join(text.split())
+        if not q:
+            raise InvalidInput("the query text is empty", code="empty_query")
+        if len(q) > self.settings.max_query_chars:
+            raise InvalidInput(
+                f"query of {len(q)} characters exceeds the limit of {self.settings.max_query_chars}", code="query_too_long"
+            )
+        return q
+
+    # -- cursor: offset bound to the query it was issued for -----------------------------------
+    @staticmethod
+    def _fingerprint(parts: Sequence[object]) -> str:
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+    def _offset(self, cursor: str | None, fp: str) -> int:
+        if not cursor:
+            return 0
+        try:
+            raw = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+            off, got = raw.split(":", 1)
+            offset = int(off)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput("malformed cursor", code="invalid_cursor") from exc
+        if got != fp or not 0 <= offset <= 10_000:
+            raise InvalidInput("cursor does not belong to this query", code="invalid_cursor")
+        return offset
+
+    @staticmethod
+    def _cursor(offset: int, fp: str) -> str:
+        return base64.urlsafe_b64encode(f"{offset}:{fp}".encode()).decode().rstrip("=")
+
+    # -- searches -----------------------------------------------------------------------------
+    def _run(self, using: str, query: np.ndarray | str, opts: SearchOptions, fp_parts: Sequence[object],
+             matched: str, exclude: Sequence[str] = (), must_not: Mapping[str, str] | None = None,
+             start: float | None = None) -> SearchResult:
+        t0 = start if start is not None else time.perf_counter()
+        fp = self._fingerprint([*fp_parts, sorted(opts.filters.items()), opts.price_min, opts.price_max, opts.k])
+        offset = self._offset(opts.cursor, fp)
+        flt = build_filter(opts.filters, price_min=opts.price_min, price_max=opts.price_max,
+                           exclude_ids=exclude, must_not_match=must_not)
+        found = self.index.search(using, query, limit=opts.k + 1, offset=offset, query_filter=flt, with_payload=HIT_FIELDS)
+        more = len(found) > opts.k
+        hits = [self._hit(s, matched) for s in found[: opts.k]]
+        facets = self.index.facets(self.settings.facet_attributes, flt) if offset == 0 else {}
+        return SearchResult(hits=hits, next_cursor=self._cursor(offset + opts.k, fp) if more else None,
+                            took_ms=(time.perf_counter() - t0) * 1000, facets=facets)
+
+    @staticmethod
+    def _hit(s: ScoredProduct, matched: str) -> Hit:
+        return Hit(id=s.product_id, title=str(s.payload.get("title", "")), score=s.score,
+                   image_url=image_url(s.product_id, s.payload), matched=matched)
+
+    def search_text(self, text: object, opts: SearchOptions) -> SearchResult:
+        t0 = time.perf_counter()
+        q = self.validate_text(text)
+        vec = self.text.embed_texts([q], kind="query", timeout=self.settings.encoder_timeout_s)[0]
+        return self._run("text", vec, opts, ["text", q], "text", start=t0)
+
+    def search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
+        t0 = time.perf_counter()
+        probe_image(data, self.image_limits)  # refuse bad uploads before they reach the encoder
+        vec = self.image.embed_one_media(data, timeout=self.settings.encoder_timeout_s)
+        return self._run("image", vec, opts, ["image", hashlib.sha256(data).hexdigest()], "image", start=t0)
+
+    def similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
+        """Products like ``product_id``: image and text similarity combined, queried by id (no vector round trip)."""
+        t0 = time.perf_counter()
+        pid = validate_product_id(product_id)
+        payload = self.index.get(pid)
+        must_not: dict[str, str] = {}
+        group = (payload.get("attributes") or {}).get(self.settings.group_attribute)
+        if exclude_same_group and group:
+            must_not[self.settings.group_attribute] = str(group)
+        fp = self._fingerprint(["similar", pid, exclude_same_group, sorted(opts.filters.items()), opts.k])
+        offset = self._offset(opts.cursor, fp)
+        flt = build_filter(opts.filters, price_min=opts.price_min, price_max=opts.price_max, exclude_ids=[pid],
+                           must_not_match=must_not)
+        pool = max(3 * (offset + opts.k + 1), 50)
+        w_img = self.settings.similar_image_weight
+        lists: dict[str, list[ScoredProduct]] = {}
+        for using in ("image", "text"):
+            lists[using] = self.index.search(using, pid, limit=pool, query_filter=flt, with_payload=HIT_FIELDS)
+        by_list = {using: {s.product_id: s.score for s in found} for using, found in lists.items()}
+        payloads = {s.product_id: s.payload for found in lists.values() for s in found}
+        scores: dict[str, float] = {}
+        for using, weight in (("image", w_img), ("text", 1.0 - w_img)):
+            got = by_list[using]
+            floor = min(got.values(), default=0.0)  # a candidate missing from a list scores at most its tail
+            for cand in payloads:
+                scores[cand] = scores.get(cand, 0.0) + weight * got.get(cand, floor)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        page = ranked[offset : offset + opts.k]
+        more = len(ranked) > offset + opts.k
+        matched = "image" if w_img >= 0.5 else "text"
+        hits = [Hit(id=c, title=str(payloads[c].get("title", "")), score=s, image_url=image_url(c, payloads[c]),
+                    matched=matched) for c, s in page]
+        return SearchResult(hits=hits, next_cursor=self._cursor(offset + opts.k, fp) if more else None,
+                            took_ms=(time.perf_counter() - t0) * 1000)
+
+    def product(self, product_id: str) -> dict[str, Any]:
+        pid = validate_product_id(product_id)
+        p = self.index.get(pid)
+        n = len(p.get("images") or [])
+        return {
+            "id": pid,
+            "title": p.get("title", ""),
+            "description": p.get("description", ""),
+            "attributes": p.get("attributes") or {},
+            "image_urls": [f"/v1/products/{pid}/images/{i}" for i in range(n)],
+            "price": p.get("price"),
+            "currency": p.get("currency"),
+        }
+
+    def image_file(self, product_id: str, n: int) -> Any:
+        """Path of a product's n-th catalog image, only ever one that the index itself references."""
+        from pathlib import Path
+
+        pid = validate_product_id(product_id)
+        p = self.index.get(pid)
+        images = p.get("images") or []
+        root = p.get("catalog_root")
+        if not root or not 0 <= n < len(images):
+            raise NotFound(f"product {pid!r} has no image {n}")
+        base = Path(root).resolve()
+        path = (base / images[n]).resolve()
+        if not path.is_relative_to(base) or not path.is_file():
+            raise NotFound(f"image {n} of {pid!r} is not available")
+        return path

@@ -1,0 +1,178 @@
+"""HTTP/JSON API of the gateway (the mobile app's contract in DESIGN.md) and the web page."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from prism import metrics
+from prism.errors import InvalidInput, PayloadTooLarge, PrismError
+from prism.logs import REQUEST_ID_HEADER, bind_request_id, clear_request_context
+
+from .core import SearchCore
+
+log = structlog.get_logger(__name__)
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _b64(value: object, what: str, limit: int) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a base64 string", code="invalid_base64")
+    if len(value) > limit * 4 // 3 + 8:
+        raise PayloadTooLarge(f"{what} decodes to more than {limit} bytes")
+    try:
+        return base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{what} is not valid base64", code="invalid_base64") from exc
+
+
+def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True) -> FastAPI:
+    settings = core.settings
+    app = FastAPI(title="Prism search gateway", version="1", docs_url="/docs", redoc_url=None)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        rid = bind_request_id(request.headers.get(REQUEST_ID_HEADER))
+        start = time.perf_counter()
+        route = request.url.path if not request.url.path.startswith("/v1/products/") else "/v1/products/{id}"
+        try:
+            response = await call_next(request)
+        finally:
+            clear_request_context()
+        response.headers[REQUEST_ID_HEADER] = rid
+        metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(PrismError)
+    async def prism_error(_: Request, exc: PrismError) -> JSONResponse:
+        if exc.http_status >= 500:
+            log.warning("http.unavailable", code=exc.code, reason=exc.message)
+        return error_response(exc.http_status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(400, "invalid_request", f"{loc}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("services.gateway").joinpath("web/index.html").read_text(encoding="utf-8"))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ok = ready()
+        return JSONResponse({"status": "ready" if ok else "not_ready"}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/search")
+    async def search(request: Request) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        fields: dict[str, Any]
+        if ctype == "multipart/form-data":
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes + 65536:
+                raise PayloadTooLarge(f"upload of {declared} bytes exceeds {settings.max_upload_bytes}")
+            async with request.form(max_files=2, max_fields=20, max_part_size=settings.max_upload_bytes) as form:
+                fields = {k: v for k, v in form.items() if isinstance(v, str)}
+                if isinstance(form.get("video"), UploadFile):
+                    raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
+                upload = form.get("image")
+                if isinstance(upload, UploadFile):
+                    data = await upload.read(settings.max_upload_bytes + 1)
+                    if len(data) > settings.max_upload_bytes:
+                        raise PayloadTooLarge(f"image exceeds {settings.max_upload_bytes} bytes")
+                    fields["_image"] = data
+            if "filters" in fields:
+                try:
+                    fields["filters"] = json.loads(fields["filters"])
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput("filters must be a JSON object", code="invalid_filter") from exc
+        elif ctype in ("application/json", ""):
+            body = await _read_body(request, settings.max_upload_bytes * 4 // 3 + 65536)
+            try:
+                parsed = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InvalidInput("request body is not valid JSON", code="invalid_json") from exc
+            if not isinstance(parsed, dict):
+                raise InvalidInput("request body must be a JSON object", code="invalid_json")
+            fields = dict(parsed)
+            if "image_base64" in fields:
+                fields["_image"] = _b64(fields["image_base64"], "image_base64", settings.max_upload_bytes)
+            if "video_base64" in fields:
+                raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
+        else:
+            return error_response(415, "unsupported_media_type", "send application/json or multipart/form-data")
+        opts = core.options(fields.get("k"), fields.get("filters"), fields.get("cursor"),
+                            fields.get("price_min"), fields.get("price_max"))
+        image = fields.get("_image")
+        if isinstance(image, bytes):
+            result = await run_in_threadpool(core.search_image, image, opts)
+        elif "text" in fields:
+            result = await run_in_threadpool(core.search_text, fields["text"], opts)
+        else:
+            raise InvalidInput("give a text, an image (multipart field 'image') or image_base64", code="empty_query")
+        return JSONResponse(result.to_json())
+
+    @app.get("/v1/products/{product_id}")
+    async def product(product_id: str) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(core.product, product_id))
+
+    @app.get("/v1/products/{product_id}/similar")
+    async def similar(product_id: str, request: Request) -> JSONResponse:
+        q = request.query_params
+        opts = core.options(q.get("k"), None, q.get("cursor"), q.get("price_min"), q.get("price_max"))
+        exclude = q.get("exclude_same_group", "false").lower() in ("1", "true", "yes")
+        result = await run_in_threadpool(core.similar, product_id, opts, exclude)
+        return JSONResponse(result.to_json())
+
+    @app.get("/v1/products/{product_id}/images/{n}")
+    async def product_image(product_id: str, n: int) -> FileResponse:
+        path = await run_in_threadpool(core.image_file, product_id, n)
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+    return app

@@ -1,0 +1,76 @@
+"""Builds the gateway: search core, gRPC SearchService (shared wrapper) and the HTTP app."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from prism.encoding import EncoderClient
+from prism.gen.search.v1 import search_pb2, search_pb2_grpc
+from prism.grpc_server import GrpcService, Registration
+from prism.index import ProductIndex
+
+from .core import SearchCore
+from .grpc_api import SearchServicer
+from .http import create_app
+from .settings import Settings
+
+SERVICE_NAME = "gateway"
+
+
+@dataclass
+class Gateway:
+    core: SearchCore
+    grpc: GrpcService
+    app: FastAPI
+    http: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    def start_http(self, host: str, port: int) -> int:
+        """Serve HTTP in a background thread; returns the bound port (0 picks a free one)."""
+        config = uvicorn.Config(self.app, host=host, port=port, log_config=None, access_log=False,
+                                timeout_graceful_shutdown=5, limit_concurrency=512)
+        self.http = uvicorn.Server(config)
+        self.http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the supervisor owns signals
+        self._thread = threading.Thread(target=self.http.run, name="gateway-http", daemon=True)
+        self._thread.start()
+        while not self.http.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"gateway HTTP server failed to start on {host}:{port}")
+            threading.Event().wait(0.02)
+        sock = self.http.servers[0].sockets[0]
+        return int(sock.getsockname()[1])
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.should_exit = True
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+        self.grpc.stop()
+        self.core.text.close()
+        self.core.image.close()
+
+
+def build_gateway(settings: Settings, index: ProductIndex | None = None) -> Gateway:
+    index = index or ProductIndex.open(settings.index_settings())
+    text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
+    image = EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s)
+    core = SearchCore(settings, index, text, image)
+    service = GrpcService(
+        name=SERVICE_NAME,
+        registrations=[
+            Registration(search_pb2_grpc.add_SearchServiceServicer_to_server, SearchServicer(core),
+                         search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name)
+        ],
+        host=settings.host,
+        port=settings.port,
+        max_workers=settings.max_workers,
+        max_message_bytes=settings.max_message_bytes,
+        grace_seconds=settings.grace_seconds,
+    )
+    ready = threading.Event()
+    service.warmup = ready.set
+    return Gateway(core=core, grpc=service, app=create_app(core, ready=ready.is_set))

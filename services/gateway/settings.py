@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from prism.index import IndexSettings
+from prism.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PRISM_GATEWAY_", extra="ignore")
+
+    port: int = 50050  # gRPC SearchService
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    text_encoder_address: str = "127.0.0.1:50051"
+    image_encoder_address: str = "127.0.0.1:50052"
+    encoder_timeout_s: float = 10.0
+    # Vector index: a Qdrant server URL, or embedded on a folder (or in memory when neither is set).
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    index_path: Path | None = Path("var/index")
+    collection: str = "products"
+    default_k: int = 20
+    max_k: int = 100
+    max_query_chars: int = 1_000
+    max_upload_bytes: int = 20 * 2**20
+    max_image_pixels: int = 40_000_000
+    # Attribute that groups colour variants of one product (H&M's product_code).
+    group_attribute: str = "product_code"
+    facet_attributes: tuple[str, ...] = ("type", "colour")
+    # Weights of the image and text similarity in "similar products".
+    similar_image_weight: float = 0.5
+
+    def index_settings(self) -> IndexSettings:
+        return IndexSettings(
+            collection=self.collection,
+            url=self.qdrant_url,
+            api_key=self.qdrant_api_key,
+            path=None if self.qdrant_url else self.index_path,
+        )

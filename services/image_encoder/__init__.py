@@ -1,0 +1,1 @@
+"""Image encoder: EfficientNet-Lite0 (ImageNet) features behind the encoder gRPC shape."""

@@ -1,0 +1,62 @@
+"""gRPC image encoder: decodes untrusted images safely, batches them, embeds with EfficientNet-Lite0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from prism.encoding import Backend, EncoderLimits, EncoderServicer, RawItem, encoder_grpc_service
+from prism.grpc_server import GrpcService
+from prism.media.images import ImageLimits, decode_image
+from prism.models.efficientnet import ImageEmbedder
+from prism.settings import CommonSettings
+from prism.storage import FolderStore
+from prism.vector_cache import VectorCache
+
+from . import model
+from .settings import Settings
+
+SERVICE_NAME = "image-encoder"
+
+
+def _warm_png() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 96), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_backend(embedder: ImageEmbedder, settings: Settings) -> Backend[Image.Image]:
+    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+
+    def prepare(item: RawItem) -> Image.Image:
+        # Decoding runs in the calling gRPC thread, so concurrent requests decode in parallel
+        # while the batcher thread keeps the model busy.
+        return decode_image(item.data or b"", limits)
+
+    return Backend(
+        model_id=embedder.model_id,
+        dim=embedder.dim,
+        device=str(getattr(embedder, "device", "cpu")),
+        prepare=prepare,
+        run=lambda images: embedder.embed(images),
+        warmup_items=(RawItem(kind="media", data=_warm_png()),),
+    )
+
+
+def build_service(settings: Settings, common: CommonSettings) -> tuple[GrpcService, EncoderServicer[Image.Image]]:
+    cache = VectorCache(common.cache_dir / "vectors.sqlite") if settings.cache_vectors else None
+    store = FolderStore(Path(settings.store_dir)) if settings.store_dir else None
+    servicer: EncoderServicer[Image.Image] = EncoderServicer(
+        service=SERVICE_NAME,
+        modality="image",
+        load_backend=lambda: make_backend(model.load(settings, common), settings),
+        max_batch=settings.max_batch,
+        max_wait_s=settings.batch_wait_ms / 1000.0,
+        cache=cache,
+        store=store,
+        limits=EncoderLimits(max_media_bytes=settings.max_image_bytes),
+    )
+    return encoder_grpc_service(servicer, settings), servicer

@@ -1,0 +1,164 @@
+"""The ``prism`` command: demo, ingest, eval, serve (DESIGN.md "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import structlog
+
+from prism.catalog import STRIP_MODES, Catalog, read_queries
+from prism.logs import setup_logging
+from prism.settings import CommonSettings
+
+log = structlog.get_logger("prism")
+
+SERVICES = {
+    "text-encoder": "services.text_encoder.__main__",
+    "image-encoder": "services.image_encoder.__main__",
+    "gateway": "services.gateway.__main__",
+}
+
+
+def _offline() -> None:
+    # Weights come from installed packages only; never let a library reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _catalog(path: Path | None, common: CommonSettings) -> Catalog:
+    path = path or common.data_dir / "catalogs" / "hm"
+    try:
+        return Catalog.open(path)
+    except FileNotFoundError:
+        sys.exit(
+            f"prism: no catalog at {path} (expected products.jsonl there).\n"
+            f"Point --catalog at a catalog folder, or set PRISM_DATA_DIR to the folder holding catalogs/ "
+            f"(default ../shared/data, beside the repository)."
+        )
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def cmd_demo(args: argparse.Namespace, common: CommonSettings) -> int:
+    from prism.embedded import start_suite
+
+    catalog = _catalog(args.catalog, common)
+    index_path = args.index or common.var_dir / "index" / catalog.name
+    suite = start_suite(common=common, index_path=index_path, http_port=args.port)
+    try:
+        report = suite.ingest(catalog, limit=args.limit)
+        print(f"ingested {catalog.root}: {report.summary()}", flush=True)
+        print(f"\nPrism is serving {suite.gateway.core.index.count()} products at {suite.url}  (Ctrl-C to stop)\n"
+              f"  curl -s {suite.url}/v1/search -H 'content-type: application/json' -d '{{\"text\": \"blue dress\", \"k\": 5}}'\n"
+              f"  curl -s {suite.url}/v1/search -F image=@photo.jpg\n", flush=True)
+        _wait_for_signal()
+    finally:
+        suite.stop()
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, common: CommonSettings) -> int:
+    from prism.embedded import start_suite
+
+    catalog = _catalog(args.catalog, common)
+    index_path = args.index or common.var_dir / "index" / catalog.name
+    with start_suite(common=common, index_path=index_path, http_port=0) as suite:
+        report = suite.ingest(catalog, strip=args.strip, prune=args.prune, limit=args.limit)
+    summary = report.summary()
+    print(f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, deleted {summary['deleted']}, "
+          f"failed {summary['failed']} in {summary['seconds']} s")
+    for pid, code, reason in report.failed[:50]:
+        print(f"  failed {pid}: {code}: {reason}")
+    return 0 if not report.failed else 1
+
+
+def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
+    from prism.embedded import start_suite
+    from prism.evaluation import SUPPORTED_KINDS, evaluate, format_table, write_json
+
+    catalog = _catalog(args.catalog, common)
+    queries = read_queries(args.queries)
+    kinds = args.kinds.split(",") if args.kinds else list(SUPPORTED_KINDS)
+    with start_suite(common=common, index_path=None, http_port=0) as suite:
+        report = suite.ingest(catalog, strip=args.strip)
+        print(f"indexed {catalog.name} (strip={args.strip}): {report.summary()}", flush=True)
+        result = evaluate(suite.url, queries, kinds=kinds)
+    result.update({"catalog": str(catalog.root), "queries": str(args.queries), "strip": args.strip,
+                   "models": str(args.models) if args.models else None,
+                   "skipped_kinds": sorted({q.kind for q in queries} - set(kinds))})
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, common: CommonSettings) -> int:
+    import importlib
+
+    module = importlib.import_module(SERVICES[args.service])
+    module.main()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prism", description="Prism cross-modal product search")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="everything embedded: ingest a catalog, serve search and the web page")
+    p.add_argument("--catalog", type=Path, help="catalog folder (default: $PRISM_DATA_DIR/catalogs/hm)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("PRISM_GATEWAY_HTTP_PORT", "8080")))
+    p.add_argument("--index", type=Path, help="embedded index folder (default var/index/<catalog>)")
+    p.add_argument("--limit", type=int, help="ingest only the first N products")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("ingest", help="index a catalog through the ingestion path")
+    p.add_argument("--catalog", type=Path, required=True)
+    p.add_argument("--models", type=Path, help="trained models folder")
+    p.add_argument("--index", type=Path)
+    p.add_argument("--strip", choices=STRIP_MODES, default="none")
+    p.add_argument("--prune", action="store_true", help="delete indexed products no longer in the catalog")
+    p.add_argument("--limit", type=int)
+    p.set_defaults(fn=cmd_ingest)
+
+    p = sub.add_parser("eval", help="index a catalog into a fresh index and measure retrieval on a query set")
+    p.add_argument("--catalog", type=Path, required=True)
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("--models", type=Path, help="trained models folder")
+    p.add_argument("--json", type=Path, help="write the metrics as JSON here")
+    p.add_argument("--strip", choices=STRIP_MODES, default="none",
+                   help="photo: index photos only; title-photo: title and photo; none: the full product")
+    p.add_argument("--kinds", help="comma-separated query kinds (default: all supported)")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("serve", help="run one service (for docker-compose / helm)")
+    p.add_argument("service", choices=sorted(SERVICES))
+    p.set_defaults(fn=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _offline()
+    args = build_parser().parse_args(argv)
+    common = CommonSettings()
+    if args.command != "serve":
+        setup_logging(common.log_level, common.log_format)
+    if getattr(args, "models", None) is not None:
+        os.environ["PRISM_MODELS_DIR"] = str(args.models)
+        common = CommonSettings()
+    return int(args.fn(args, common))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

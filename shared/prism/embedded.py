@@ -1,0 +1,136 @@
+"""Embedded mode: every service in one supervised process, on loopback ports.
+
+The services are the same gRPC servers and HTTP app as in the distributed mode, talking over real
+loopback gRPC; only the settings differ (free ports, Qdrant embedded on a folder or in memory).
+Used by ``prism demo``, ``prism ingest``/``eval`` without remote services, the end-to-end tests
+and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from prism.catalog import Catalog, StripMode
+from prism.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from services.gateway.server import Gateway
+
+    from prism.grpc_server import GrpcService
+    from prism.pipeline import IngestReport
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class EmbeddedSuite:
+    common: CommonSettings
+    encoders: dict[str, GrpcService]
+    servicers: dict[str, Any]
+    gateway: Gateway
+    http_port: int
+    http_host: str = "127.0.0.1"
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http_host}:{self.http_port}"
+
+    def ingest(self, catalog: Catalog, *, strip: StripMode = "none", prune: bool = False,
+               limit: int | None = None, show_progress: bool = True) -> IngestReport:
+        from prism.pipeline import Ingestor
+
+        ingestor = Ingestor(self.gateway.core.index, self.gateway.core.text, self.gateway.core.image)
+        return ingestor.ingest(catalog, strip=strip, prune=prune, limit=limit, show_progress=show_progress)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.gateway.stop()
+        for name, service in self.encoders.items():
+            service.stop(grace=2.0)
+            self.servicers[name].close()
+        self.gateway.core.index.close()
+        log.info("embedded.stopped")
+
+    def __enter__(self) -> EmbeddedSuite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_suite(
+    *,
+    common: CommonSettings | None = None,
+    index_path: Path | None = None,
+    http_port: int = 8080,
+    grpc_port: int = 0,
+    collection: str = "products",
+) -> EmbeddedSuite:
+    """Start text and image encoders, then the gateway (gRPC + HTTP) against an embedded index.
+
+    ``index_path=None`` keeps the index in memory (fresh each time, as ``prism eval`` needs).
+    Port 0 picks free ports.
+    """
+    from services.gateway.server import build_gateway
+    from services.gateway.settings import Settings as GatewaySettings
+    from services.image_encoder.server import build_service as build_image
+    from services.image_encoder.settings import Settings as ImageSettings
+    from services.text_encoder.server import build_service as build_text
+    from services.text_encoder.settings import Settings as TextSettings
+
+    common = common or CommonSettings()
+    text_service, text_servicer = build_text(TextSettings(port=0, metrics_port=0), common)
+    image_service, image_servicer = build_image(ImageSettings(port=0, metrics_port=0), common)
+    encoders = {"text-encoder": text_service, "image-encoder": image_service}
+    servicers: dict[str, Any] = {"text-encoder": text_servicer, "image-encoder": image_servicer}
+    for service in encoders.values():
+        service.start()
+    # Load both models at once: each is mostly waiting on disk and single-threaded Python setup.
+    errors: list[BaseException] = []
+
+    def warm(s: GrpcService) -> None:
+        try:
+            s.warm()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=warm, args=(s,), name=f"warm-{n}") for n, s in encoders.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for service in encoders.values():
+            service.stop(grace=0)
+        raise errors[0]
+    gw_settings = GatewaySettings(
+        port=grpc_port,
+        http_port=http_port,
+        text_encoder_address=text_service.address,
+        image_encoder_address=image_service.address,
+        qdrant_url=None,
+        index_path=index_path,
+        collection=collection,
+    )
+    gateway = build_gateway(gw_settings)
+    gateway.grpc.start()
+    try:
+        port = gateway.start_http(gw_settings.http_host, http_port)
+    except BaseException:
+        gateway.grpc.stop(grace=0)
+        for service in encoders.values():
+            service.stop(grace=0)
+        raise
+    gateway.grpc.warm()
+    suite = EmbeddedSuite(common=common, encoders=encoders, servicers=servicers, gateway=gateway, http_port=port)
+    log.info("embedded.ready", url=suite.url, grpc=gateway.grpc.address,
+             encoders={n: s.address for n, s in encoders.items()})
+    return suite

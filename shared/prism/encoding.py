@@ -1,0 +1,307 @@
+"""The encoder service shape shared by the text, image and video encoders, and its client.
+
+Every encoder answers one batched ``Embed`` call.  The servicer here does what all of them share:
+request validation, the content-addressed vector cache, per-item errors, and micro-batching into
+the model; a service only supplies how to *prepare* one raw input (validate text, decode an image)
+and how to *run* the model on a list of prepared inputs.
+
+Error contract: in a batch, a bad item gets an ``ItemError`` and the others still succeed; a
+single-item request whose item is bad fails with INVALID_ARGUMENT and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+import numpy as np
+import structlog
+
+from prism import metrics
+from prism.batching import MicroBatcher
+from prism.errors import InvalidInput, NotFound, PrismError, Unavailable
+from prism.gen.common.v1 import types_pb2
+from prism.gen.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from prism.grpc_server import GrpcService, Registration, channel_options
+from prism.logs import REQUEST_ID_HEADER, current_request_id
+from prism.settings import ServiceSettings
+from prism.storage import ObjectStore
+from prism.vector_cache import VectorCache, cache_key
+
+log = structlog.get_logger(__name__)
+
+P = TypeVar("P")
+KIND_NAMES = {encoder_pb2.TEXT_KIND_QUERY: "query", encoder_pb2.TEXT_KIND_PASSAGE: "passage"}
+
+
+@dataclass(frozen=True)
+class EncoderLimits:
+    max_items: int = 256
+    max_text_chars: int = 100_000
+    max_media_bytes: int = 20 * 2**20
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One input as received: text, or media bytes; ``kind`` is "query"/"passage" for text."""
+
+    kind: str
+    text: str | None = None
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Backend(Generic[P]):
+    """What one encoder service supplies: its model and how to feed it."""
+
+    model_id: str
+    dim: int
+    device: str
+    prepare: Callable[[RawItem], P]  # validate/decode one input; raises InvalidInput
+    run: Callable[[list[P]], np.ndarray]  # the model on a batch of prepared inputs
+    warmup_items: tuple[RawItem, ...] = ()
+
+
+class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):  # type: ignore[misc]
+    """Serves ``Embed``/``Info``; the model is loaded by :meth:`warmup` after the server is up,
+    so health reports NOT_SERVING (and calls get UNAVAILABLE) while it loads."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        modality: str,
+        load_backend: Callable[[], Backend[P]],
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+        cache: VectorCache | None = None,
+        store: ObjectStore | None = None,
+        limits: EncoderLimits | None = None,
+    ) -> None:
+        self.service = service
+        self.modality = modality
+        self._load_backend = load_backend
+        self._backend: Backend[P] | None = None
+        self._cache = cache
+        self._store = store
+        self._max_batch = max_batch
+        self.limits = limits or EncoderLimits()
+        self.batcher: MicroBatcher[P, np.ndarray] = MicroBatcher(
+            lambda items: list(self.backend.run(items)), max_batch=max_batch, max_wait_s=max_wait_s, name=service
+        )
+
+    @property
+    def backend(self) -> Backend[P]:
+        if self._backend is None:
+            raise Unavailable(f"{self.service} is still loading its model")
+        return self._backend
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.backend.dim
+
+    def warmup(self) -> None:
+        """Load the model, then push one real batch through it so the first request is not slow."""
+        backend = self._load_backend()
+        if backend.warmup_items:
+            backend.run([backend.prepare(i) for i in backend.warmup_items])
+        self._backend = backend
+        self.batcher.start()
+
+    def close(self) -> None:
+        self.batcher.close()
+        if self._cache is not None:
+            self._cache.close()
+
+    # -- the shared core, also used in-process by benchmarks --------------------------------------
+    def embed_items(self, items: Sequence[RawItem]) -> list[np.ndarray | PrismError]:
+        backend = self.backend
+        results: list[np.ndarray | PrismError | None] = [None] * len(items)
+        keys: list[str | None] = [None] * len(items)
+        for i, item in enumerate(items):
+            content: bytes | str = item.text if item.text is not None else (item.data or b"")
+            keys[i] = cache_key(backend.model_id, "native", item.kind, content)
+        cached = self._cache.get_many([k for k in keys if k is not None]) if self._cache else {}
+        todo: list[int] = []
+        prepared: list[P] = []
+        for i, item in enumerate(items):
+            key = keys[i]
+            if key is not None and key in cached:
+                results[i] = cached[key]
+                continue
+            try:
+                prepared.append(backend.prepare(item))
+                todo.append(i)
+            except InvalidInput as exc:
+                results[i] = exc
+        if prepared:
+            vectors = self.batcher.submit(prepared)
+            fresh: list[tuple[str, np.ndarray]] = []
+            for i, vec in zip(todo, vectors, strict=True):
+                results[i] = vec
+                key = keys[i]
+                if key is not None:
+                    fresh.append((key, vec))
+            if self._cache is not None:
+                self._cache.put_many(fresh)
+        ok = sum(isinstance(r, np.ndarray) for r in results)
+        metrics.ITEMS.labels(self.service, "ok").inc(ok)
+        metrics.ITEMS.labels(self.service, "cached").inc(len(cached))
+        metrics.ITEMS.labels(self.service, "rejected").inc(len(items) - ok)
+        return [r for r in results if r is not None]
+
+    # -- gRPC ----------------------------------------------------------------------------------
+    def _raw_items(self, request: encoder_pb2.EmbedRequest) -> list[RawItem]:
+        n_text, n_media = len(request.texts), len(request.media)
+        if n_text and n_media:
+            raise InvalidInput("send either texts or media, not both", code="invalid_request")
+        n = n_text + n_media
+        if n == 0:
+            raise InvalidInput("empty batch: nothing to embed", code="empty_batch")
+        if n > self.limits.max_items:
+            raise InvalidInput(f"batch of {n} items exceeds the limit of {self.limits.max_items}", code="batch_too_large")
+        kind = KIND_NAMES.get(request.text_kind, "query")
+        if self.modality == "text":
+            if n_media:
+                raise InvalidInput("this encoder embeds texts, not media", code="wrong_modality")
+            return [RawItem(kind=kind, text=t) for t in request.texts]
+        if n_text:
+            raise InvalidInput(f"this encoder embeds {self.modality} media, not texts", code="wrong_modality")
+        items: list[RawItem] = []
+        for m in request.media:
+            which = m.WhichOneof("source")
+            if which == "data":
+                items.append(RawItem(kind="media", data=bytes(m.data)))
+            elif which == "object_key":
+                if self._store is None:
+                    raise InvalidInput("this encoder has no object store configured", code="no_object_store")
+                try:
+                    items.append(RawItem(kind="media", data=self._store.get(m.object_key, self.limits.max_media_bytes)))
+                except (InvalidInput, NotFound) as exc:
+                    raise InvalidInput(f"media {m.object_key!r}: {exc.message}", code=exc.code) from exc
+            else:
+                items.append(RawItem(kind="media", data=b""))
+        return items
+
+    def Embed(self, request: encoder_pb2.EmbedRequest, context: grpc.ServicerContext) -> encoder_pb2.EmbedResponse:  # noqa: N802
+        items = self._raw_items(request)
+        results = self.embed_items(items)
+        if len(results) == 1 and isinstance(results[0], PrismError):
+            raise results[0]
+        out = encoder_pb2.EmbedResponse(model_id=self.model_id, dim=self.dim, space=encoder_pb2.SPACE_NATIVE)
+        for r in results:
+            if isinstance(r, PrismError):
+                out.embeddings.append(encoder_pb2.Embedding(error=types_pb2.ItemError(code=r.code, message=r.message)))
+            else:
+                out.embeddings.append(encoder_pb2.Embedding(vector=types_pb2.Vector(values=r.tolist())))
+        return out
+
+    def Info(self, request: encoder_pb2.InfoRequest, context: grpc.ServicerContext) -> encoder_pb2.InfoResponse:  # noqa: N802
+        b = self.backend
+        return encoder_pb2.InfoResponse(
+            model_id=b.model_id, modality=self.modality, dim=b.dim, max_batch=self._max_batch, device=b.device
+        )
+
+
+# -- client -------------------------------------------------------------------------------------
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def _details_code(details: str | None, default: str) -> tuple[str, str]:
+    text = details or ""
+    code, sep, msg = text.partition(": ")
+    if sep and code.replace("_", "").isalnum() and code.islower():
+        return code, msg
+    return default, text
+
+
+class EncoderClient:
+    """Typed client for one encoder service; maps gRPC failures to Prism errors."""
+
+    def __init__(self, address: str, *, timeout_s: float = 30.0, max_message_bytes: int = 32 * 2**20) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)
+        self._info: encoder_pb2.InfoResponse | None = None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        rid = current_request_id()
+        return [(REQUEST_ID_HEADER, rid)] if rid else []
+
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=timeout or self.timeout_s, metadata=self._metadata())
+        except grpc.RpcError as exc:
+            status = exc.code()
+            if status == grpc.StatusCode.INVALID_ARGUMENT:
+                code, msg = _details_code(exc.details(), "invalid_argument")
+                raise InvalidInput(msg, code=code) from exc
+            if status in _UNAVAILABLE:
+                raise Unavailable(f"encoder at {self.address} unavailable: {status.name}") from exc
+            raise
+
+    def info(self) -> encoder_pb2.InfoResponse:
+        if self._info is None:
+            self._info = self._call(self._stub.Info, encoder_pb2.InfoRequest(), None)
+        return self._info
+
+    def embed_texts(self, texts: Sequence[str], kind: str = "query", timeout: float | None = None) -> np.ndarray:
+        """Vectors for texts; any rejected text raises InvalidInput (texts are validated upstream)."""
+        tk = encoder_pb2.TEXT_KIND_PASSAGE if kind == "passage" else encoder_pb2.TEXT_KIND_QUERY
+        resp = self._call(self._stub.Embed, encoder_pb2.EmbedRequest(texts=list(texts), text_kind=tk), timeout)
+        rows = []
+        for e in resp.embeddings:
+            if e.HasField("error"):
+                raise InvalidInput(e.error.message, code=e.error.code)
+            rows.append(np.asarray(e.vector.values, dtype=np.float32))
+        return np.stack(rows) if rows else np.zeros((0, resp.dim), dtype=np.float32)
+
+    def embed_media(self, media: Sequence[bytes | str], timeout: float | None = None) -> list[np.ndarray | InvalidInput]:
+        """Vectors for media given as bytes or object keys; bad items come back as InvalidInput."""
+        req = encoder_pb2.EmbedRequest(
+            media=[types_pb2.Media(data=m) if isinstance(m, bytes) else types_pb2.Media(object_key=m) for m in media]
+        )
+        resp = self._call(self._stub.Embed, req, timeout)
+        out: list[np.ndarray | InvalidInput] = []
+        for e in resp.embeddings:
+            if e.HasField("error"):
+                out.append(InvalidInput(e.error.message, code=e.error.code))
+            else:
+                out.append(np.asarray(e.vector.values, dtype=np.float32))
+        return out
+
+    def embed_one_media(self, data: bytes, timeout: float | None = None) -> np.ndarray:
+        res = self.embed_media([data], timeout)[0]
+        if isinstance(res, InvalidInput):
+            raise res
+        return res
+
+
+def encoder_grpc_service(servicer: EncoderServicer[Any], settings: ServiceSettings) -> GrpcService:
+    """Mount an encoder servicer in the shared gRPC wrapper; the model loads in ``warm()``."""
+    return GrpcService(
+        name=servicer.service,
+        registrations=[
+            Registration(
+                encoder_pb2_grpc.add_EncoderServiceServicer_to_server,
+                servicer,
+                encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name,
+            )
+        ],
+        host=settings.host,
+        port=settings.port,
+        warmup=servicer.warmup,
+        max_workers=settings.max_workers,
+        max_message_bytes=settings.max_message_bytes,
+        grace_seconds=settings.grace_seconds,
+    )

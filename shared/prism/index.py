@@ -1,0 +1,267 @@
+"""The product index: one Qdrant point per product, named vectors per modality, attributes as payload.
+
+The same code talks to a Qdrant server (``url``) or to Qdrant's embedded local mode (``path`` or
+in-memory).  Point ids are UUIDv5 of the product id, so re-ingesting a product overwrites its point.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from prism import metrics
+from prism.errors import InvalidInput, NotFound
+
+log = structlog.get_logger(__name__)
+
+POINT_NAMESPACE = uuid.UUID("6f1c2d9e-4b7a-5c3e-9a8d-2e5f7b1c0d4a")
+# Attributes that are facets/filters in a fashion catalog; any other attribute is still stored and
+# filterable (Qdrant filters unindexed payload too), just without a payload index on a server.
+DEFAULT_INDEXED_ATTRIBUTES = ("type", "group", "colour", "gender", "category", "pattern", "season", "usage",
+                              "department", "index", "section", "product_code", "brand")
+FILTER_FIELD_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def point_id(product_id: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, product_id))
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    collection: str = "products"
+    url: str | None = None  # Qdrant server; None -> embedded
+    api_key: str | None = None
+    path: Path | None = None  # embedded on disk; None (and no url) -> in memory
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ScoredProduct:
+    product_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def open_client(settings: IndexSettings) -> QdrantClient:
+    if settings.url:
+        return QdrantClient(url=settings.url, api_key=settings.api_key, timeout=int(settings.timeout_s))
+    if settings.path is not None:
+        settings.path.mkdir(parents=True, exist_ok=True)
+        return QdrantClient(path=str(settings.path))
+    return QdrantClient(location=":memory:")
+
+
+def _check_field(name: str) -> str:
+    if not name or len(name) > 64 or not set(name) <= FILTER_FIELD_RE_CHARS:
+        raise InvalidInput(f"unknown filter field {name!r}", code="invalid_filter")
+    return name
+
+
+def build_filter(
+    any_of: Mapping[str, Sequence[str]] | None = None,
+    *,
+    price_min: float | None = None,
+    price_max: float | None = None,
+    exclude_ids: Iterable[str] = (),
+    must_not_match: Mapping[str, str] | None = None,
+) -> qm.Filter | None:
+    """Translate API filters into a Qdrant filter (values are matched exactly, never interpreted)."""
+    must: list[qm.Condition] = []
+    for key, values in (any_of or {}).items():
+        vals = [str(v) for v in values if str(v)]
+        if not vals:
+            continue
+        if len(vals) > 100 or any(len(v) > 200 for v in vals):
+            raise InvalidInput(f"filter {key!r}: at most 100 values of 200 characters", code="invalid_filter")
+        must.append(qm.FieldCondition(key=f"attributes.{_check_field(key)}", match=qm.MatchAny(any=vals)))
+    if price_min is not None or price_max is not None:
+        must.append(qm.FieldCondition(key="price", range=qm.Range(gte=price_min, lte=price_max)))
+    must_not: list[qm.Condition] = []
+    ids = [point_id(i) for i in exclude_ids]
+    if ids:
+        must_not.append(qm.HasIdCondition(has_id=ids))
+    for key, value in (must_not_match or {}).items():
+        must_not.append(qm.FieldCondition(key=f"attributes.{_check_field(key)}", match=qm.MatchValue(value=value)))
+    if not must and not must_not:
+        return None
+    return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+class _Serialized:
+    """Proxy that serialises every call to an embedded Qdrant client.
+
+    Local mode keeps its collections in plain Python structures that are not safe to mutate while
+    another thread searches them; a Qdrant server handles concurrency itself and is not wrapped.
+    """
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        lock = self._lock
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
+class ProductIndex:
+    """Thin, typed wrapper over one Qdrant collection of products."""
+
+    def __init__(self, client: QdrantClient, settings: IndexSettings) -> None:
+        self.client: Any = _Serialized(client) if settings.url is None else client
+        self.settings = settings
+        self.collection = settings.collection
+        self.embedded = settings.url is None
+
+    @classmethod
+    def open(cls, settings: IndexSettings) -> ProductIndex:
+        return cls(open_client(settings), settings)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- schema -----------------------------------------------------------------------------
+    def ensure_collection(self, vectors: Mapping[str, int], indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES) -> bool:
+        """Create the collection with these named vectors (cosine) unless it exists; returns True if created.
+
+        An existing collection with other vector names or sizes is refused: mixing models in one
+        index would silently compare vectors from different spaces.
+        """
+        if self.client.collection_exists(self.collection):
+            current = self.client.get_collection(self.collection).config.params.vectors
+            have = {k: v.size for k, v in current.items()} if isinstance(current, dict) else {}
+            if have != dict(vectors):
+                raise RuntimeError(
+                    f"collection {self.collection!r} has vectors {have}, this configuration needs {dict(vectors)}; "
+                    "use another collection name or a fresh index folder"
+                )
+            return False
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                name: qm.VectorParams(size=dim, distance=qm.Distance.COSINE, on_disk=False)
+                for name, dim in vectors.items()
+            },
+            hnsw_config=qm.HnswConfigDiff(m=16, ef_construct=128),
+        )
+        fields: list[tuple[str, qm.PayloadSchemaType]] = [(f"attributes.{a}", qm.PayloadSchemaType.KEYWORD) for a in indexed_attributes]
+        fields += [("product_id", qm.PayloadSchemaType.KEYWORD), ("price", qm.PayloadSchemaType.FLOAT)]
+        for name, schema in fields:
+            with warnings.catch_warnings():
+                # Local mode accepts payload indexes and warns that it ignores them; servers use them.
+                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+                self.client.create_payload_index(self.collection, name, schema)
+        log.info("index.created", collection=self.collection, vectors=dict(vectors))
+        return True
+
+    # -- writes -----------------------------------------------------------------------------
+    def upsert(self, items: Sequence[tuple[str, Mapping[str, np.ndarray], dict[str, Any]]]) -> None:
+        """Upsert (product id, named vectors, payload) triples; one point per product."""
+        if not items:
+            return
+        points = [
+            qm.PointStruct(
+                id=point_id(pid),
+                vector={name: np.asarray(vec, dtype=np.float32).tolist() for name, vec in vecs.items()},
+                payload={**payload, "product_id": pid},
+            )
+            for pid, vecs, payload in items
+        ]
+        self.client.upsert(self.collection, points=points, wait=True)
+        self._update_gauge()
+
+    def delete(self, product_ids: Sequence[str]) -> None:
+        if product_ids:
+            self.client.delete(self.collection, points_selector=qm.PointIdsList(points=[point_id(p) for p in product_ids]), wait=True)
+            self._update_gauge()
+
+    # -- reads ------------------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def _update_gauge(self) -> None:
+        metrics.INDEX_POINTS.labels(self.collection).set(self.count())
+
+    def payloads(self, product_ids: Sequence[str], fields: Sequence[str] | bool = True) -> dict[str, dict[str, Any]]:
+        """Payloads of the products that exist, keyed by product id."""
+        if not product_ids:
+            return {}
+        recs = self.client.retrieve(
+            self.collection, [point_id(p) for p in product_ids], with_payload=list(fields) if not isinstance(fields, bool) else fields
+        )
+        by_point = {point_id(p): p for p in product_ids}
+        return {by_point[str(r.id)]: dict(r.payload or {}) for r in recs}
+
+    def get(self, product_id: str) -> dict[str, Any]:
+        found = self.payloads([product_id])
+        if product_id not in found:
+            raise NotFound(f"no product {product_id!r}")
+        return found[product_id]
+
+    def vectors(self, product_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+        recs = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=False, with_vectors=list(names))
+        if not recs:
+            raise NotFound(f"no product {product_id!r}")
+        vec = recs[0].vector
+        if not isinstance(vec, dict):
+            return {}
+        return {k: np.asarray(v, dtype=np.float32) for k, v in vec.items()}
+
+    def search(
+        self,
+        using: str,
+        query: np.ndarray | str,
+        *,
+        limit: int,
+        offset: int = 0,
+        query_filter: qm.Filter | None = None,
+        with_payload: Sequence[str] | bool = True,
+    ) -> list[ScoredProduct]:
+        """Nearest products by one named vector; ``query`` is a vector or a product id (query by id)."""
+        q: Any = point_id(query) if isinstance(query, str) else np.asarray(query, dtype=np.float32).tolist()
+        res = self.client.query_points(
+            self.collection,
+            query=q,
+            using=using,
+            limit=limit,
+            offset=offset,
+            query_filter=query_filter,
+            with_payload=list(with_payload) if not isinstance(with_payload, bool) else with_payload,
+        )
+        return [
+            ScoredProduct(product_id=str((p.payload or {}).get("product_id", "")), score=float(p.score), payload=dict(p.payload or {}))
+            for p in res.points
+        ]
+
+    def facets(self, keys: Sequence[str], query_filter: qm.Filter | None = None, limit: int = 20) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for key in keys:
+            res = self.client.facet(self.collection, f"attributes.{_check_field(key)}", facet_filter=query_filter, limit=limit, exact=True)
+            out[key] = {str(h.value): int(h.count) for h in res.hits}
+        return out
+
+    def scroll_ids(self, query_filter: qm.Filter | None = None) -> list[str]:
+        ids: list[str] = []
+        offset: Any = None
+        while True:
+            recs, offset = self.client.scroll(self.collection, scroll_filter=query_filter, limit=1000, offset=offset, with_payload=["product_id"])
+            ids.extend(str((r.payload or {}).get("product_id")) for r in recs)
+            if offset is None:
+                return ids

