@@ -68,19 +68,26 @@ def myntra_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
     src = shared_data / "catalogs" / "myntra"
     out = tmp_path_factory.mktemp("myntra300")
-    lines = []
-    with (src / "products.jsonl").open() as fh:
+    (out / "images").mkdir()
+    # Products that photo queries look for come first, so the slice can test photo search too.
+    photo_targets: list[str] = []
+    with (shared_data / "catalogs" / "myntra-queries.jsonl").open() as fh:
         for line in fh:
-            rec = json.loads(line)
-            if not rec.get("images"):
-                continue
-            (out / "images").mkdir(exist_ok=True)
-            for rel in rec["images"]:
-                # Copied, not linked: the catalog reader refuses media that resolve outside the catalog.
-                shutil.copyfile(src / rel, out / rel)
-            lines.append(json.dumps(rec))
-            if len(lines) == SLICE_SIZE:
-                break
+            q = json.loads(line)
+            if q.get("image"):
+                photo_targets.extend(pid for pid, g in q["relevant"].items() if g >= 2)
+    wanted = set(photo_targets[:100])
+    with (src / "products.jsonl").open() as fh:
+        records = [json.loads(line) for line in fh]
+    records = [r for r in records if r.get("images")]
+    chosen = [r for r in records if r["id"] in wanted]
+    chosen += [r for r in records if r["id"] not in wanted][: SLICE_SIZE - len(chosen)]
+    lines = []
+    for rec in chosen:
+        for rel in rec["images"]:
+            # Copied, not linked: the catalog reader refuses media that resolve outside the catalog.
+            shutil.copyfile(src / rel, out / rel)
+        lines.append(json.dumps(rec))
     (out / "products.jsonl").write_text("\n".join(lines) + "\n")
     return out
 

@@ -97,6 +97,7 @@ class _ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 metrics.RPC_LATENCY.labels(service, method).observe(elapsed)
                 if code != grpc.StatusCode.OK:
                     metrics.RPC_ERRORS.labels(service, method, code.name).inc()
+                log.debug("rpc", service=service, method=method, code=code.name, ms=round(elapsed * 1000, 2))
                 clear_request_context()
 
         return grpc.unary_unary_rpc_method_handler(

@@ -90,10 +90,10 @@ def test_retrieval_sanity_english_and_chinese(e5: TextEmbedder) -> None:
 
 def test_batching_restores_input_order(e5: TextEmbedder) -> None:
     # More texts than one batch, lengths deliberately unsorted, duplicates included.
-    texts = [("red wool scarf " * (i % 7 + 1)).strip() + f" #{i}" for i in range(40)] + ["x", "x"]
+    texts = [("red wool scarf " * (i % 4 + 1)).strip() + f" #{i}" for i in range(34)] + ["x", "x"]
     batched = e5.embed(texts, "passage")
     # Spot-check rows from both batches and both ends of the length order (singles are slow-ish).
-    picks = [0, 5, 6, 13, 20, 33, 39, 40, 41]
+    picks = [0, 3, 4, 13, 30, 33, 34, 35]
     single = np.stack([e5.embed([texts[i]], "passage")[0] for i in picks])
     assert np.sum(batched[picks] * single, axis=1).min() > 0.9999
 

@@ -432,6 +432,15 @@ def _build(out_dir: Path, source: Path, source_sha: str, tok_src: Path, tok_sha:
     os.chmod(out_dir, 0o755)
 
 
+def _dig(obj: Any, *keys: str) -> Any:
+    """``obj[k1][k2]...`` or None; a hand-edited manifest must read as invalid, not crash."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
 def _invalid_reason(folder: Path, source_sha: str, tok_sha: str) -> str | None:
     """None if ``folder`` is a complete checkpoint built by this converter from these sources."""
     manifest_path = folder / MANIFEST_NAME
@@ -443,13 +452,12 @@ def _invalid_reason(folder: Path, source_sha: str, tok_sha: str) -> str | None:
         return f"unreadable manifest: {exc}"
     if not isinstance(manifest, dict) or manifest.get("converter_version") != CONVERTER_VERSION:
         return "converter version changed"
-    sources = manifest.get("sources", {})
-    if sources.get("e5_bin", {}).get("sha256") != source_sha:
+    if _dig(manifest, "sources", "e5_bin", "sha256") != source_sha:
         return "source model changed"
-    if sources.get("tokenizer_json", {}).get("sha256") != tok_sha:
+    if _dig(manifest, "sources", "tokenizer_json", "sha256") != tok_sha:
         return "source tokenizer changed"
-    files = manifest.get("files", {})
-    if set(files) != set(_PRODUCED_FILES):
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(_PRODUCED_FILES):
         return "file list differs"
     for name, sha in files.items():
         path = folder / name

@@ -208,10 +208,12 @@ def load_state_dict(model: EfficientNetLite0, path: str | None = None) -> None:
 
 def _crop_box(width: int, height: int) -> tuple[float, float, float, float]:
     """Source-pixel box that "resize shorter side to 256, center-crop 224" maps onto 224x224."""
-    scale = RESIZE_SIZE / min(width, height)
-    resized_w = max(RESIZE_SIZE, round(width * scale))
-    resized_h = max(RESIZE_SIZE, round(height * scale))
-    # the same rounding as torchvision's center_crop
+    # the same integer sizes as torchvision's Resize(256) (the long side is truncated) ...
+    if width <= height:
+        resized_w, resized_h = RESIZE_SIZE, int(RESIZE_SIZE * height / width)
+    else:
+        resized_w, resized_h = int(RESIZE_SIZE * width / height), RESIZE_SIZE
+    # ... and the same offsets as its CenterCrop(224)
     left = int(round((resized_w - IMAGE_SIZE) / 2.0))
     top = int(round((resized_h - IMAGE_SIZE) / 2.0))
     sx = width / resized_w

@@ -1,0 +1,184 @@
+"""``make bench``: throughput and latency measured side by side in one run (the machine is noisy).
+
+1. Encoder throughput: the bare model in-process vs the same model through its gRPC service
+   (vector cache off), as a ratio: what the service layer costs.
+2. Gateway search latency (HTTP, end to end) at 10k indexed products.
+Prints a table and writes JSON under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prism.catalog import Catalog
+from prism.logs import setup_logging
+from prism.settings import CommonSettings
+
+
+def _rate(n: int, fn: Callable[[], object], repeat: int = 2) -> float:
+    best = 0.0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def bench_encoders(common: CommonSettings, catalog: Catalog, n_images: int, n_texts: int) -> dict[str, Any]:
+    from services.image_encoder.server import build_service as build_image
+    from services.image_encoder.settings import Settings as ImageSettings
+    from services.text_encoder.server import build_service as build_text
+    from services.text_encoder.settings import Settings as TextSettings
+
+    from prism.encoding import EncoderClient
+    from prism.media.images import decode_image
+
+    products = [p for p in catalog.products() if p.images][: max(n_images, n_texts)]
+    blobs = [catalog.media_path(p.images[0]).read_bytes() for p in products[:n_images]]
+    texts = [p.text() for p in products[:n_texts]]
+    out: dict[str, Any] = {}
+
+    img_service, img_servicer = build_image(ImageSettings(port=0, metrics_port=0, cache_vectors=False), common)
+    txt_service, txt_servicer = build_text(TextSettings(port=0, metrics_port=0, cache_vectors=False), common)
+    for s in (img_service, txt_service):
+        s.start()
+        s.warm()
+    try:
+        img_model = img_servicer.backend
+        txt_model = txt_servicer.backend
+        img_client = EncoderClient(img_service.address, timeout_s=300)
+        txt_client = EncoderClient(txt_service.address, timeout_s=300)
+        batch = 32
+
+        def bare_images() -> None:
+            for i in range(0, len(blobs), batch):
+                img_model.run([decode_image(b) for b in blobs[i : i + batch]])
+
+        def grpc_images() -> None:
+            for i in range(0, len(blobs), batch):
+                img_client.embed_media(blobs[i : i + batch])
+
+        def grpc_images_concurrent() -> None:
+            # 4 callers sending 8 images each: server-side batching should keep the model fed.
+            chunks = [blobs[i : i + 8] for i in range(0, len(blobs), 8)]
+            lock = threading.Lock()
+
+            def worker() -> None:
+                while True:
+                    with lock:
+                        if not chunks:
+                            return
+                        c = chunks.pop()
+                    img_client.embed_media(c)
+
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        def bare_texts() -> None:
+            for i in range(0, len(texts), 64):
+                txt_model.run([("passage", t) for t in texts[i : i + 64]])
+
+        def grpc_texts() -> None:
+            for i in range(0, len(texts), 64):
+                txt_client.embed_texts(texts[i : i + 64], kind="passage")
+
+        # Interleave bare and service runs so both see the same machine load.
+        bi, gi, gc = _rate(len(blobs), bare_images), _rate(len(blobs), grpc_images), _rate(len(blobs), grpc_images_concurrent)
+        bt, gt = _rate(len(texts), bare_texts), _rate(len(texts), grpc_texts)
+        out["image"] = {"model": img_model.model_id, "n": len(blobs), "bare_per_s": bi, "grpc_per_s": gi,
+                        "grpc_concurrent_per_s": gc, "ratio": gi / bi, "ratio_concurrent": gc / bi}
+        out["text"] = {"model": txt_model.model_id, "n": len(texts), "bare_per_s": bt, "grpc_per_s": gt, "ratio": gt / bt}
+        img_client.close()
+        txt_client.close()
+    finally:
+        for s, sv in ((img_service, img_servicer), (txt_service, txt_servicer)):
+            s.stop(grace=1)
+            sv.close()
+    return out
+
+
+def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_queries: int) -> dict[str, Any]:
+    import httpx
+
+    from prism.embedded import start_suite
+
+    records = [p for p in catalog.products() if p.images]
+    rng = np.random.default_rng(0)
+    with start_suite(common=common, index_path=None, http_port=0, collection="bench") as suite:
+        index = suite.gateway.core.index
+        layout = {"text": suite.gateway.core.text.info().dim, "image": suite.gateway.core.image.info().dim}
+        index.ensure_collection(layout)
+        # Real records and real query encoders; vectors are synthetic unit vectors (exact search cost
+        # does not depend on their content) so the benchmark does not spend minutes encoding 10k photos.
+        for start in range(0, n_products, 1000):
+            items = []
+            for i in range(start, min(start + 1000, n_products)):
+                p = records[i % len(records)]
+                vecs = {k: (v := rng.standard_normal(d).astype(np.float32)) / np.linalg.norm(v) for k, d in layout.items()}
+                payload = {**p.to_record(), "id": f"{p.id}-{i}", "catalog_root": str(catalog.root)}
+                items.append((f"{p.id}-{i}", vecs, payload))
+            index.upsert(items)
+        words = ["blue", "black", "red", "white", "dress", "shirt", "shoes", "bag", "watch", "jeans", "kurta", "top"]
+        photo = catalog.media_path(records[0].images[0]).read_bytes()
+        lat: dict[str, list[float]] = {"text": [], "image": []}
+        with httpx.Client(base_url=suite.url, timeout=60) as client:
+            for i in range(n_queries):
+                text = " ".join(random.Random(i).sample(words, 2)) + f" {i}"
+                t0 = time.perf_counter()
+                r = client.post("/v1/search", json={"text": text, "k": 20})
+                lat["text"].append((time.perf_counter() - t0) * 1000)
+                r.raise_for_status()
+                t0 = time.perf_counter()
+                r = client.post("/v1/search", files={"image": ("q.jpg", photo)}, data={"k": "20"})
+                lat["image"].append((time.perf_counter() - t0) * 1000)
+                r.raise_for_status()
+        count = index.count()
+    return {kind: {"products": count, "n": len(v), "p50_ms": float(np.percentile(v, 50)),
+                   "p99_ms": float(np.percentile(v, 99))} for kind, v in lat.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("var/bench"))
+    parser.add_argument("--catalog", type=Path)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--texts", type=int, default=1024)
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    common = CommonSettings()
+    setup_logging("WARNING", common.log_format)
+    catalog = Catalog.open(args.catalog or common.data_dir / "catalogs" / "myntra")
+    result = {"machine": {"cpus": os.cpu_count()}, "encoders": bench_encoders(common, catalog, args.images, args.texts),
+              "gateway": bench_gateway(common, catalog, args.products, args.queries)}
+    print(f"{'encoder':<8}{'model':<32}{'bare/s':>10}{'gRPC/s':>10}{'ratio':>8}")
+    for kind, m in result["encoders"].items():
+        print(f"{kind:<8}{m['model']:<32}{m['bare_per_s']:>10.1f}{m['grpc_per_s']:>10.1f}{m['ratio']:>8.2f}")
+    if "grpc_concurrent_per_s" in result["encoders"]["image"]:
+        m = result["encoders"]["image"]
+        print(f"{'image, 4 concurrent callers x 8':<40}{m['grpc_concurrent_per_s']:>18.1f}{m['ratio_concurrent']:>8.2f}")
+    print(f"\n{'search':<8}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for kind, m in result["gateway"].items():
+        print(f"{kind:<8}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "foundation.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out / 'foundation.json'}")
+
+
+if __name__ == "__main__":
+    main()
