@@ -36,6 +36,7 @@ class SearchOptions:
     price_min: float | None = None
     price_max: float | None = None
     cursor: str | None = None
+    facets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,13 @@ class Hit:
     matched: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "score": round(self.score, 6), "image_url": self.image_url,
-                "matched": self.matched}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "score": round(self.score, 6),
+            "image_url": self.image_url,
+            "matched": self.matched,
+        }
 
 
 @dataclass
@@ -60,8 +66,13 @@ class SearchResult:
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"hits": [h.to_json() for h in self.hits], "facets": self.facets, "next_cursor": self.next_cursor,
-                "took_ms": round(self.took_ms, 2), "reranked": self.reranked}
+        return {
+            "hits": [h.to_json() for h in self.hits],
+            "facets": self.facets,
+            "next_cursor": self.next_cursor,
+            "took_ms": round(self.took_ms, 2),
+            "reranked": self.reranked,
+        }
 
 
 def image_url(product_id: str, payload: Mapping[str, Any]) -> str:
@@ -77,8 +88,16 @@ class SearchCore:
         self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
 
     # -- validation ---------------------------------------------------------------------------
-    def options(self, k: object = None, filters: object = None, cursor: object = None,
-                price_min: object = None, price_max: object = None) -> SearchOptions:
+    def options(
+        self,
+        k: object = None,
+        filters: object = None,
+        cursor: object = None,
+        price_min: object = None,
+        price_max: object = None,
+        facets: object = None,
+    ) -> SearchOptions:
+        """Validate the common search fields; ``facets=None`` means the configured default facets."""
         if k is None or k == "":
             kk = self.settings.default_k
         else:
@@ -108,7 +127,15 @@ class SearchCore:
                 raise InvalidInput(f"{name} must be a number", code="invalid_filter") from exc
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidInput("cursor must be a string", code="invalid_cursor")
-        return SearchOptions(k=kk, filters=flt, price_min=prices[0], price_max=prices[1], cursor=cursor or None)
+        if facets is None:
+            facet_keys = tuple(self.settings.facet_attributes)
+        elif isinstance(facets, list) and len(facets) <= 10 and all(isinstance(f, str) for f in facets):
+            facet_keys = tuple(facets)
+        else:
+            raise InvalidInput("facets must be a list of at most 10 attribute names", code="invalid_facets")
+        return SearchOptions(
+            k=kk, filters=flt, price_min=prices[0], price_max=prices[1], cursor=cursor or None, facets=facet_keys
+        )
 
     def validate_text(self, text: object) -> str:
         if not isinstance(text, str):
@@ -118,7 +145,8 @@ class SearchCore:
             raise InvalidInput("the query text is empty", code="empty_query")
         if len(q) > self.settings.max_query_chars:
             raise InvalidInput(
-                f"query of {len(q)} characters exceeds the limit of {self.settings.max_query_chars}", code="query_too_long"
+                f"query of {len(q)} characters exceeds the limit of {self.settings.max_query_chars}",
+                code="query_too_long",
             )
         return q
 
@@ -145,25 +173,49 @@ class SearchCore:
         return base64.urlsafe_b64encode(f"{offset}:{fp}".encode()).decode().rstrip("=")
 
     # -- searches -----------------------------------------------------------------------------
-    def _run(self, using: str, query: np.ndarray | str, opts: SearchOptions, fp_parts: Sequence[object],
-             matched: str, exclude: Sequence[str] = (), must_not: Mapping[str, str] | None = None,
-             start: float | None = None) -> SearchResult:
+    def _run(
+        self,
+        using: str,
+        query: np.ndarray | str,
+        opts: SearchOptions,
+        fp_parts: Sequence[object],
+        matched: str,
+        exclude: Sequence[str] = (),
+        must_not: Mapping[str, str] | None = None,
+        start: float | None = None,
+    ) -> SearchResult:
         t0 = start if start is not None else time.perf_counter()
         fp = self._fingerprint([*fp_parts, sorted(opts.filters.items()), opts.price_min, opts.price_max, opts.k])
         offset = self._offset(opts.cursor, fp)
-        flt = build_filter(opts.filters, price_min=opts.price_min, price_max=opts.price_max,
-                           exclude_ids=exclude, must_not_match=must_not)
-        found = self.index.search(using, query, limit=opts.k + 1, offset=offset, query_filter=flt, with_payload=HIT_FIELDS)
+        flt = build_filter(
+            opts.filters,
+            price_min=opts.price_min,
+            price_max=opts.price_max,
+            exclude_ids=exclude,
+            must_not_match=must_not,
+        )
+        found = self.index.search(
+            using, query, limit=opts.k + 1, offset=offset, query_filter=flt, with_payload=HIT_FIELDS
+        )
         more = len(found) > opts.k
         hits = [self._hit(s, matched) for s in found[: opts.k]]
-        facets = self.index.facets(self.settings.facet_attributes, flt) if offset == 0 else {}
-        return SearchResult(hits=hits, next_cursor=self._cursor(offset + opts.k, fp) if more else None,
-                            took_ms=(time.perf_counter() - t0) * 1000, facets=facets)
+        facets = self.index.facets(opts.facets, flt) if offset == 0 and opts.facets else {}
+        return SearchResult(
+            hits=hits,
+            next_cursor=self._cursor(offset + opts.k, fp) if more else None,
+            took_ms=(time.perf_counter() - t0) * 1000,
+            facets=facets,
+        )
 
     @staticmethod
     def _hit(s: ScoredProduct, matched: str) -> Hit:
-        return Hit(id=s.product_id, title=str(s.payload.get("title", "")), score=s.score,
-                   image_url=image_url(s.product_id, s.payload), matched=matched)
+        return Hit(
+            id=s.product_id,
+            title=str(s.payload.get("title", "")),
+            score=s.score,
+            image_url=image_url(s.product_id, s.payload),
+            matched=matched,
+        )
 
     def search_text(self, text: object, opts: SearchOptions) -> SearchResult:
         t0 = time.perf_counter()
@@ -188,8 +240,9 @@ class SearchCore:
             must_not[self.settings.group_attribute] = str(group)
         fp = self._fingerprint(["similar", pid, exclude_same_group, sorted(opts.filters.items()), opts.k])
         offset = self._offset(opts.cursor, fp)
-        flt = build_filter(opts.filters, price_min=opts.price_min, price_max=opts.price_max, exclude_ids=[pid],
-                           must_not_match=must_not)
+        flt = build_filter(
+            opts.filters, price_min=opts.price_min, price_max=opts.price_max, exclude_ids=[pid], must_not_match=must_not
+        )
         pool = max(3 * (offset + opts.k + 1), 50)
         w_img = self.settings.similar_image_weight
         lists: dict[str, list[ScoredProduct]] = {}
@@ -207,10 +260,21 @@ class SearchCore:
         page = ranked[offset : offset + opts.k]
         more = len(ranked) > offset + opts.k
         matched = "image" if w_img >= 0.5 else "text"
-        hits = [Hit(id=c, title=str(payloads[c].get("title", "")), score=s, image_url=image_url(c, payloads[c]),
-                    matched=matched) for c, s in page]
-        return SearchResult(hits=hits, next_cursor=self._cursor(offset + opts.k, fp) if more else None,
-                            took_ms=(time.perf_counter() - t0) * 1000)
+        hits = [
+            Hit(
+                id=c,
+                title=str(payloads[c].get("title", "")),
+                score=s,
+                image_url=image_url(c, payloads[c]),
+                matched=matched,
+            )
+            for c, s in page
+        ]
+        return SearchResult(
+            hits=hits,
+            next_cursor=self._cursor(offset + opts.k, fp) if more else None,
+            took_ms=(time.perf_counter() - t0) * 1000,
+        )
 
     def product(self, product_id: str) -> dict[str, Any]:
         pid = validate_product_id(product_id)

@@ -22,6 +22,7 @@ def _options(core: SearchCore, o: search_pb2.SearchOptions) -> SearchOptions:
         o.cursor or None,
         f.price_min if f.HasField("price_min") else None,
         f.price_max if f.HasField("price_max") else None,
+        list(o.facets),  # gRPC callers (ad system, bots) name the facets they want; none by default
     )
 
 
@@ -40,17 +41,25 @@ def _media_bytes(m: types_pb2.Media, what: str) -> bytes:
     return bytes(m.data)
 
 
-class SearchServicer(search_pb2_grpc.SearchServiceServicer):  # type: ignore[misc]
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def __init__(self, core: SearchCore) -> None:
         self.core = core
 
-    def SearchText(self, request: search_pb2.SearchTextRequest, context: grpc.ServicerContext) -> search_pb2.SearchResponse:  # noqa: N802
+    def SearchText(
+        self, request: search_pb2.SearchTextRequest, context: grpc.ServicerContext
+    ) -> search_pb2.SearchResponse:  # noqa: N802
         return _response(self.core.search_text(request.text, _options(self.core, request.options)))
 
-    def SearchImage(self, request: search_pb2.SearchImageRequest, context: grpc.ServicerContext) -> search_pb2.SearchResponse:  # noqa: N802
-        return _response(self.core.search_image(_media_bytes(request.image, "image"), _options(self.core, request.options)))
+    def SearchImage(
+        self, request: search_pb2.SearchImageRequest, context: grpc.ServicerContext
+    ) -> search_pb2.SearchResponse:  # noqa: N802
+        return _response(
+            self.core.search_image(_media_bytes(request.image, "image"), _options(self.core, request.options))
+        )
 
-    def SearchVideo(self, request: search_pb2.SearchVideoRequest, context: grpc.ServicerContext) -> search_pb2.SearchResponse:  # noqa: N802
+    def SearchVideo(
+        self, request: search_pb2.SearchVideoRequest, context: grpc.ServicerContext
+    ) -> search_pb2.SearchResponse:  # noqa: N802
         raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
 
     def Similar(self, request: search_pb2.SimilarRequest, context: grpc.ServicerContext) -> search_pb2.SimilarResponse:  # noqa: N802
@@ -65,9 +74,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):  # type: ignore[mis
 
     def GetProduct(self, request: search_pb2.GetProductRequest, context: grpc.ServicerContext) -> search_pb2.Product:  # noqa: N802
         p = self.core.product(request.id)
-        out = search_pb2.Product(id=p["id"], title=p["title"], description=p["description"],
-                                 attributes={k: str(v) for k, v in p["attributes"].items()},
-                                 image_urls=p["image_urls"], currency=p.get("currency") or "")
+        out = search_pb2.Product(
+            id=p["id"],
+            title=p["title"],
+            description=p["description"],
+            attributes={k: str(v) for k, v in p["attributes"].items()},
+            image_urls=p["image_urls"],
+            currency=p.get("currency") or "",
+        )
         if p.get("price") is not None:
             out.price = float(p["price"])
         return out

@@ -147,8 +147,17 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True) ->
                 raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
         else:
             return error_response(415, "unsupported_media_type", "send application/json or multipart/form-data")
-        opts = core.options(fields.get("k"), fields.get("filters"), fields.get("cursor"),
-                            fields.get("price_min"), fields.get("price_max"))
+        facets = fields.get("facets")
+        if isinstance(facets, str):  # multipart form value: comma-separated
+            facets = [f for f in facets.split(",") if f]
+        opts = core.options(
+            fields.get("k"),
+            fields.get("filters"),
+            fields.get("cursor"),
+            fields.get("price_min"),
+            fields.get("price_max"),
+            facets,
+        )
         image = fields.get("_image")
         if isinstance(image, bytes):
             result = await run_in_threadpool(core.search_image, image, opts)

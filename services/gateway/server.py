@@ -31,10 +31,17 @@ class Gateway:
 
     def start_http(self, host: str, port: int) -> int:
         """Serve HTTP in a background thread; returns the bound port (0 picks a free one)."""
-        config = uvicorn.Config(self.app, host=host, port=port, log_config=None, access_log=False,
-                                timeout_graceful_shutdown=5, limit_concurrency=512)
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            limit_concurrency=512,
+        )
         self.http = uvicorn.Server(config)
-        self.http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the supervisor owns signals
+        # uvicorn installs no signal handlers outside the main thread: the supervisor owns signals.
         self._thread = threading.Thread(target=self.http.run, name="gateway-http", daemon=True)
         self._thread.start()
         while not self.http.started:
@@ -62,8 +69,11 @@ def build_gateway(settings: Settings, index: ProductIndex | None = None) -> Gate
     service = GrpcService(
         name=SERVICE_NAME,
         registrations=[
-            Registration(search_pb2_grpc.add_SearchServiceServicer_to_server, SearchServicer(core),
-                         search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name)
+            Registration(
+                search_pb2_grpc.add_SearchServiceServicer_to_server,
+                SearchServicer(core),
+                search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
+            )
         ],
         host=settings.host,
         port=settings.port,

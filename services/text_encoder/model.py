@@ -10,5 +10,9 @@ from .settings import Settings
 
 def load(settings: Settings, common: CommonSettings) -> TextEmbedder:
     return load_text_embedder(
-        settings.model, common.cache_dir, device=common.device, max_tokens=settings.max_tokens, batch_size=settings.max_batch
+        settings.model,
+        common.cache_dir,
+        device=common.device,
+        max_tokens=settings.max_tokens,
+        batch_size=settings.max_batch,
     )

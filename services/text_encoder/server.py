@@ -24,15 +24,17 @@ def make_backend(embedder: TextEmbedder, settings: Settings) -> Backend[TextItem
         if not text:
             raise InvalidInput("text is empty", code="empty_text")
         if len(text) > settings.max_text_chars:
-            raise InvalidInput(f"text of {len(text)} characters exceeds {settings.max_text_chars}", code="text_too_long")
+            raise InvalidInput(
+                f"text of {len(text)} characters exceeds {settings.max_text_chars}", code="text_too_long"
+            )
         return item.kind, text
 
     def run(items: list[TextItem]) -> np.ndarray:
         out = np.zeros((len(items), embedder.dim), dtype=np.float32)
-        for kind in ("query", "passage"):
+        for kind in ("query", "passage"):  # grouped: e5 prefixes differ
             idx = [i for i, (k, _) in enumerate(items) if k == kind]
             if idx:
-                out[idx] = embedder.embed([items[i][1] for i in idx], kind=kind)  # type: ignore[arg-type]
+                out[idx] = embedder.embed([items[i][1] for i in idx], kind=kind)
         return out
 
     return Backend(

@@ -35,13 +35,12 @@ def _rate(n: int, fn: Callable[[], object], repeat: int = 2) -> float:
 
 
 def bench_encoders(common: CommonSettings, catalog: Catalog, n_images: int, n_texts: int) -> dict[str, Any]:
+    from prism.encoding import EncoderClient
+    from prism.media.images import decode_image
     from services.image_encoder.server import build_service as build_image
     from services.image_encoder.settings import Settings as ImageSettings
     from services.text_encoder.server import build_service as build_text
     from services.text_encoder.settings import Settings as TextSettings
-
-    from prism.encoding import EncoderClient
-    from prism.media.images import decode_image
 
     products = [p for p in catalog.products() if p.images][: max(n_images, n_texts)]
     blobs = [catalog.media_path(p.images[0]).read_bytes() for p in products[:n_images]]
@@ -96,11 +95,28 @@ def bench_encoders(common: CommonSettings, catalog: Catalog, n_images: int, n_te
                 txt_client.embed_texts(texts[i : i + 64], kind="passage")
 
         # Interleave bare and service runs so both see the same machine load.
-        bi, gi, gc = _rate(len(blobs), bare_images), _rate(len(blobs), grpc_images), _rate(len(blobs), grpc_images_concurrent)
+        bi, gi, gc = (
+            _rate(len(blobs), bare_images),
+            _rate(len(blobs), grpc_images),
+            _rate(len(blobs), grpc_images_concurrent),
+        )
         bt, gt = _rate(len(texts), bare_texts), _rate(len(texts), grpc_texts)
-        out["image"] = {"model": img_model.model_id, "n": len(blobs), "bare_per_s": bi, "grpc_per_s": gi,
-                        "grpc_concurrent_per_s": gc, "ratio": gi / bi, "ratio_concurrent": gc / bi}
-        out["text"] = {"model": txt_model.model_id, "n": len(texts), "bare_per_s": bt, "grpc_per_s": gt, "ratio": gt / bt}
+        out["image"] = {
+            "model": img_model.model_id,
+            "n": len(blobs),
+            "bare_per_s": bi,
+            "grpc_per_s": gi,
+            "grpc_concurrent_per_s": gc,
+            "ratio": gi / bi,
+            "ratio_concurrent": gc / bi,
+        }
+        out["text"] = {
+            "model": txt_model.model_id,
+            "n": len(texts),
+            "bare_per_s": bt,
+            "grpc_per_s": gt,
+            "ratio": gt / bt,
+        }
         img_client.close()
         txt_client.close()
     finally:
@@ -127,7 +143,9 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
             items = []
             for i in range(start, min(start + 1000, n_products)):
                 p = records[i % len(records)]
-                vecs = {k: (v := rng.standard_normal(d).astype(np.float32)) / np.linalg.norm(v) for k, d in layout.items()}
+                vecs = {
+                    k: (v := rng.standard_normal(d).astype(np.float32)) / np.linalg.norm(v) for k, d in layout.items()
+                }
                 payload = {**p.to_record(), "id": f"{p.id}-{i}", "catalog_root": str(catalog.root)}
                 items.append((f"{p.id}-{i}", vecs, payload))
             index.upsert(items)
@@ -146,8 +164,15 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
                 lat["image"].append((time.perf_counter() - t0) * 1000)
                 r.raise_for_status()
         count = index.count()
-    return {kind: {"products": count, "n": len(v), "p50_ms": float(np.percentile(v, 50)),
-                   "p99_ms": float(np.percentile(v, 99))} for kind, v in lat.items()}
+    return {
+        kind: {
+            "products": count,
+            "n": len(v),
+            "p50_ms": float(np.percentile(v, 50)),
+            "p99_ms": float(np.percentile(v, 99)),
+        }
+        for kind, v in lat.items()
+    }
 
 
 def main() -> None:
@@ -164,14 +189,19 @@ def main() -> None:
     common = CommonSettings()
     setup_logging("WARNING", common.log_format)
     catalog = Catalog.open(args.catalog or common.data_dir / "catalogs" / "myntra")
-    result = {"machine": {"cpus": os.cpu_count()}, "encoders": bench_encoders(common, catalog, args.images, args.texts),
-              "gateway": bench_gateway(common, catalog, args.products, args.queries)}
+    result = {
+        "machine": {"cpus": os.cpu_count()},
+        "encoders": bench_encoders(common, catalog, args.images, args.texts),
+        "gateway": bench_gateway(common, catalog, args.products, args.queries),
+    }
     print(f"{'encoder':<8}{'model':<32}{'bare/s':>10}{'gRPC/s':>10}{'ratio':>8}")
     for kind, m in result["encoders"].items():
         print(f"{kind:<8}{m['model']:<32}{m['bare_per_s']:>10.1f}{m['grpc_per_s']:>10.1f}{m['ratio']:>8.2f}")
     if "grpc_concurrent_per_s" in result["encoders"]["image"]:
         m = result["encoders"]["image"]
-        print(f"{'image, 4 concurrent callers x 8':<40}{m['grpc_concurrent_per_s']:>18.1f}{m['ratio_concurrent']:>8.2f}")
+        print(
+            f"{'image, 4 concurrent callers x 8':<40}{m['grpc_concurrent_per_s']:>18.1f}{m['ratio_concurrent']:>8.2f}"
+        )
     print(f"\n{'search':<8}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for kind, m in result["gateway"].items():
         print(f"{kind:<8}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}")

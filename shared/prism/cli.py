@@ -59,9 +59,13 @@ def cmd_demo(args: argparse.Namespace, common: CommonSettings) -> int:
     try:
         report = suite.ingest(catalog, limit=args.limit)
         print(f"ingested {catalog.root}: {report.summary()}", flush=True)
-        print(f"\nPrism is serving {suite.gateway.core.index.count()} products at {suite.url}  (Ctrl-C to stop)\n"
-              f"  curl -s {suite.url}/v1/search -H 'content-type: application/json' -d '{{\"text\": \"blue dress\", \"k\": 5}}'\n"
-              f"  curl -s {suite.url}/v1/search -F image=@photo.jpg\n", flush=True)
+        print(
+            f"\nPrism is serving {suite.gateway.core.index.count()} products at {suite.url}  (Ctrl-C to stop)\n"
+            f"  curl -s {suite.url}/v1/search -H 'content-type: application/json' \\\n"
+            f"       -d '{{\"text\": \"blue dress\", \"k\": 5}}'\n"
+            f"  curl -s {suite.url}/v1/search -F image=@photo.jpg\n",
+            flush=True,
+        )
         _wait_for_signal()
     finally:
         suite.stop()
@@ -76,8 +80,10 @@ def cmd_ingest(args: argparse.Namespace, common: CommonSettings) -> int:
     with start_suite(common=common, index_path=index_path, http_port=0) as suite:
         report = suite.ingest(catalog, strip=args.strip, prune=args.prune, limit=args.limit)
     summary = report.summary()
-    print(f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, deleted {summary['deleted']}, "
-          f"failed {summary['failed']} in {summary['seconds']} s")
+    print(
+        f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, deleted {summary['deleted']}, "
+        f"failed {summary['failed']} in {summary['seconds']} s"
+    )
     for pid, code, reason in report.failed[:50]:
         print(f"  failed {pid}: {code}: {reason}")
     return 0 if not report.failed else 1
@@ -94,9 +100,15 @@ def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
         report = suite.ingest(catalog, strip=args.strip)
         print(f"indexed {catalog.name} (strip={args.strip}): {report.summary()}", flush=True)
         result = evaluate(suite.url, queries, kinds=kinds)
-    result.update({"catalog": str(catalog.root), "queries": str(args.queries), "strip": args.strip,
-                   "models": str(args.models) if args.models else None,
-                   "skipped_kinds": sorted({q.kind for q in queries} - set(kinds))})
+    result.update(
+        {
+            "catalog": str(catalog.root),
+            "queries": str(args.queries),
+            "strip": args.strip,
+            "models": str(args.models) if args.models else None,
+            "skipped_kinds": sorted({q.kind for q in queries} - set(kinds)),
+        }
+    )
     print(format_table(result))
     if args.json:
         write_json(result, args.json)
@@ -137,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=Path, required=True)
     p.add_argument("--models", type=Path, help="trained models folder")
     p.add_argument("--json", type=Path, help="write the metrics as JSON here")
-    p.add_argument("--strip", choices=STRIP_MODES, default="none",
-                   help="photo: index photos only; title-photo: title and photo; none: the full product")
+    p.add_argument(
+        "--strip",
+        choices=STRIP_MODES,
+        default="none",
+        help="photo: index photos only; title-photo: title and photo; none: the full product",
+    )
     p.add_argument("--kinds", help="comma-separated query kinds (default: all supported)")
     p.set_defaults(fn=cmd_eval)
 

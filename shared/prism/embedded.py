@@ -19,10 +19,9 @@ from prism.catalog import Catalog, StripMode
 from prism.settings import CommonSettings
 
 if TYPE_CHECKING:
-    from services.gateway.server import Gateway
-
     from prism.grpc_server import GrpcService
     from prism.pipeline import IngestReport
+    from services.gateway.server import Gateway
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +40,15 @@ class EmbeddedSuite:
     def url(self) -> str:
         return f"http://{self.http_host}:{self.http_port}"
 
-    def ingest(self, catalog: Catalog, *, strip: StripMode = "none", prune: bool = False,
-               limit: int | None = None, show_progress: bool = True) -> IngestReport:
+    def ingest(
+        self,
+        catalog: Catalog,
+        *,
+        strip: StripMode = "none",
+        prune: bool = False,
+        limit: int | None = None,
+        show_progress: bool = True,
+    ) -> IngestReport:
         from prism.pipeline import Ingestor
 
         ingestor = Ingestor(self.gateway.core.index, self.gateway.core.text, self.gateway.core.image)
@@ -131,6 +137,7 @@ def start_suite(
         raise
     gateway.grpc.warm()
     suite = EmbeddedSuite(common=common, encoders=encoders, servicers=servicers, gateway=gateway, http_port=port)
-    log.info("embedded.ready", url=suite.url, grpc=gateway.grpc.address,
-             encoders={n: s.address for n, s in encoders.items()})
+    log.info(
+        "embedded.ready", url=suite.url, grpc=gateway.grpc.address, encoders={n: s.address for n, s in encoders.items()}
+    )
     return suite

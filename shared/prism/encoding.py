@@ -64,7 +64,7 @@ class Backend(Generic[P]):
     warmup_items: tuple[RawItem, ...] = ()
 
 
-class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):  # type: ignore[misc]
+class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
     """Serves ``Embed``/``Info``; the model is loaded by :meth:`warmup` after the server is up,
     so health reports NOT_SERVING (and calls get UNAVAILABLE) while it loads."""
 
@@ -165,7 +165,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):  # t
         if n == 0:
             raise InvalidInput("empty batch: nothing to embed", code="empty_batch")
         if n > self.limits.max_items:
-            raise InvalidInput(f"batch of {n} items exceeds the limit of {self.limits.max_items}", code="batch_too_large")
+            raise InvalidInput(
+                f"batch of {n} items exceeds the limit of {self.limits.max_items}", code="batch_too_large"
+            )
         kind = KIND_NAMES.get(request.text_kind, "query")
         if self.modality == "text":
             if n_media:
@@ -228,7 +230,7 @@ class EncoderClient:
         self.address = address
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
-        self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)
+        self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._info: encoder_pb2.InfoResponse | None = None
 
     def close(self) -> None:
@@ -266,7 +268,9 @@ class EncoderClient:
             rows.append(np.asarray(e.vector.values, dtype=np.float32))
         return np.stack(rows) if rows else np.zeros((0, resp.dim), dtype=np.float32)
 
-    def embed_media(self, media: Sequence[bytes | str], timeout: float | None = None) -> list[np.ndarray | InvalidInput]:
+    def embed_media(
+        self, media: Sequence[bytes | str], timeout: float | None = None
+    ) -> list[np.ndarray | InvalidInput]:
         """Vectors for media given as bytes or object keys; bad items come back as InvalidInput."""
         req = encoder_pb2.EmbedRequest(
             media=[types_pb2.Media(data=m) if isinstance(m, bytes) else types_pb2.Media(object_key=m) for m in media]

@@ -74,9 +74,15 @@ def summarize(outcomes: Sequence[QueryOutcome], queries: Mapping[str, Query]) ->
         kinds[kind] = {
             "n": len(ok),
             "errors": len(outs) - len(ok),
-            "ndcg@10": float(np.mean([ndcg_at_k(o.ranked, r, 10) for o, r in zip(ok, rel, strict=True)])) if ok else 0.0,
-            "recall@1": float(np.mean([recall_at_k(o.ranked, r, 1) for o, r in zip(ok, rel, strict=True)])) if ok else 0.0,
-            "recall@10": float(np.mean([recall_at_k(o.ranked, r, 10) for o, r in zip(ok, rel, strict=True)])) if ok else 0.0,
+            "ndcg@10": float(np.mean([ndcg_at_k(o.ranked, r, 10) for o, r in zip(ok, rel, strict=True)]))
+            if ok
+            else 0.0,
+            "recall@1": float(np.mean([recall_at_k(o.ranked, r, 1) for o, r in zip(ok, rel, strict=True)]))
+            if ok
+            else 0.0,
+            "recall@10": float(np.mean([recall_at_k(o.ranked, r, 10) for o, r in zip(ok, rel, strict=True)]))
+            if ok
+            else 0.0,
             "mrr": float(np.mean([reciprocal_rank(o.ranked, r) for o, r in zip(ok, rel, strict=True)])) if ok else 0.0,
             "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)),
@@ -87,9 +93,11 @@ def summarize(outcomes: Sequence[QueryOutcome], queries: Mapping[str, Query]) ->
 def run_query(client: httpx.Client, q: Query, k: int = 10) -> QueryOutcome:
     t0 = time.perf_counter()
     if q.text is not None:
-        r = client.post("/v1/search", json={"text": q.text, "k": k})
+        r = client.post("/v1/search", json={"text": q.text, "k": k, "facets": []})
     elif q.image is not None:
-        r = client.post("/v1/search", files={"image": (q.image.name, q.image.read_bytes())}, data={"k": str(k)})
+        r = client.post(
+            "/v1/search", files={"image": (q.image.name, q.image.read_bytes())}, data={"k": str(k), "facets": ""}
+        )
     elif q.similar_to is not None:
         r = client.get(f"/v1/products/{q.similar_to}/similar", params={"k": k})
     else:
@@ -100,8 +108,9 @@ def run_query(client: httpx.Client, q: Query, k: int = 10) -> QueryOutcome:
     return QueryOutcome(q.qid, q.kind, [h["id"] for h in r.json()["hits"]], ms)
 
 
-def evaluate(base_url: str, queries: Sequence[Query], *, kinds: Sequence[str] | None = None,
-             show_progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    base_url: str, queries: Sequence[Query], *, kinds: Sequence[str] | None = None, show_progress: bool = True
+) -> dict[str, Any]:
     wanted = [q for q in queries if (kinds is None or q.kind in kinds)]
     progress = Progress("eval", len(wanted), enabled=show_progress)
     outcomes: list[QueryOutcome] = []
@@ -120,7 +129,9 @@ def format_table(result: Mapping[str, Any]) -> str:
     cols = ["n", "ndcg@10", "recall@1", "recall@10", "mrr", "p50_ms", "p99_ms"]
     lines = [f"{'kind':<10}" + "".join(f"{c:>11}" for c in cols)]
     for kind, m in result["kinds"].items():
-        cells = [f"{int(m[c]):>11d}" if c == "n" else f"{m[c]:>11.3f}" if "ms" not in c else f"{m[c]:>11.1f}" for c in cols]
+        cells = [
+            f"{int(m[c]):>11d}" if c == "n" else f"{m[c]:>11.3f}" if "ms" not in c else f"{m[c]:>11.1f}" for c in cols
+        ]
         lines.append(f"{kind:<10}" + "".join(cells))
     return "\n".join(lines)
 

@@ -46,12 +46,26 @@ def status_for(exc: errors.PrismError) -> grpc.StatusCode:
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Client channel options: explicit size limits, keepalive so dead peers are noticed."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Server options: the same limits, and accept our clients' 30 s keepalive pings (the default
+    policy answers pings more often than every 5 minutes with GOAWAY too_many_pings)."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
 
@@ -85,8 +99,8 @@ class _ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 context.abort(code, f"{exc.code}: {exc.message}")
             except Exception:
                 # context.abort raises a plain Exception subclass; keep the status it set.
-                if context.code() is not None and context.code() != grpc.StatusCode.OK:  # type: ignore[attr-defined]
-                    code = context.code()  # type: ignore[attr-defined]
+                if context.code() is not None and context.code() != grpc.StatusCode.OK:
+                    code = context.code()
                     raise
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc.failed", method=method)
@@ -139,7 +153,7 @@ class GrpcService:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"grpc-{self.name}"),
             interceptors=[_ObservingInterceptor(self.name)],
-            options=channel_options(self.max_message_bytes),
+            options=server_options(self.max_message_bytes),
         )
         for reg in self.registrations:
             reg.add_to_server(reg.servicer, server)

@@ -27,8 +27,21 @@ log = structlog.get_logger(__name__)
 POINT_NAMESPACE = uuid.UUID("6f1c2d9e-4b7a-5c3e-9a8d-2e5f7b1c0d4a")
 # Attributes that are facets/filters in a fashion catalog; any other attribute is still stored and
 # filterable (Qdrant filters unindexed payload too), just without a payload index on a server.
-DEFAULT_INDEXED_ATTRIBUTES = ("type", "group", "colour", "gender", "category", "pattern", "season", "usage",
-                              "department", "index", "section", "product_code", "brand")
+DEFAULT_INDEXED_ATTRIBUTES = (
+    "type",
+    "group",
+    "colour",
+    "gender",
+    "category",
+    "pattern",
+    "season",
+    "usage",
+    "department",
+    "index",
+    "section",
+    "product_code",
+    "brand",
+)
 FILTER_FIELD_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
@@ -87,7 +100,7 @@ def build_filter(
     if price_min is not None or price_max is not None:
         must.append(qm.FieldCondition(key="price", range=qm.Range(gte=price_min, lte=price_max)))
     must_not: list[qm.Condition] = []
-    ids = [point_id(i) for i in exclude_ids]
+    ids: list[int | str | uuid.UUID] = [point_id(i) for i in exclude_ids]
     if ids:
         must_not.append(qm.HasIdCondition(has_id=ids))
     for key, value in (must_not_match or {}).items():
@@ -138,7 +151,9 @@ class ProductIndex:
         self.client.close()
 
     # -- schema -----------------------------------------------------------------------------
-    def ensure_collection(self, vectors: Mapping[str, int], indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES) -> bool:
+    def ensure_collection(
+        self, vectors: Mapping[str, int], indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES
+    ) -> bool:
         """Create the collection with these named vectors (cosine) unless it exists; returns True if created.
 
         An existing collection with other vector names or sizes is refused: mixing models in one
@@ -161,7 +176,9 @@ class ProductIndex:
             },
             hnsw_config=qm.HnswConfigDiff(m=16, ef_construct=128),
         )
-        fields: list[tuple[str, qm.PayloadSchemaType]] = [(f"attributes.{a}", qm.PayloadSchemaType.KEYWORD) for a in indexed_attributes]
+        fields: list[tuple[str, qm.PayloadSchemaType]] = [
+            (f"attributes.{a}", qm.PayloadSchemaType.KEYWORD) for a in indexed_attributes
+        ]
         fields += [("product_id", qm.PayloadSchemaType.KEYWORD), ("price", qm.PayloadSchemaType.FLOAT)]
         for name, schema in fields:
             with warnings.catch_warnings():
@@ -189,7 +206,9 @@ class ProductIndex:
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if product_ids:
-            self.client.delete(self.collection, points_selector=qm.PointIdsList(points=[point_id(p) for p in product_ids]), wait=True)
+            self.client.delete(
+                self.collection, points_selector=qm.PointIdsList(points=[point_id(p) for p in product_ids]), wait=True
+            )
             self._update_gauge()
 
     # -- reads ------------------------------------------------------------------------------
@@ -204,7 +223,9 @@ class ProductIndex:
         if not product_ids:
             return {}
         recs = self.client.retrieve(
-            self.collection, [point_id(p) for p in product_ids], with_payload=list(fields) if not isinstance(fields, bool) else fields
+            self.collection,
+            [point_id(p) for p in product_ids],
+            with_payload=list(fields) if not isinstance(fields, bool) else fields,
         )
         by_point = {point_id(p): p for p in product_ids}
         return {by_point[str(r.id)]: dict(r.payload or {}) for r in recs}
@@ -216,7 +237,9 @@ class ProductIndex:
         return found[product_id]
 
     def vectors(self, product_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-        recs = self.client.retrieve(self.collection, [point_id(product_id)], with_payload=False, with_vectors=list(names))
+        recs = self.client.retrieve(
+            self.collection, [point_id(product_id)], with_payload=False, with_vectors=list(names)
+        )
         if not recs:
             raise NotFound(f"no product {product_id!r}")
         vec = recs[0].vector
@@ -246,14 +269,22 @@ class ProductIndex:
             with_payload=list(with_payload) if not isinstance(with_payload, bool) else with_payload,
         )
         return [
-            ScoredProduct(product_id=str((p.payload or {}).get("product_id", "")), score=float(p.score), payload=dict(p.payload or {}))
+            ScoredProduct(
+                product_id=str((p.payload or {}).get("product_id", "")),
+                score=float(p.score),
+                payload=dict(p.payload or {}),
+            )
             for p in res.points
         ]
 
-    def facets(self, keys: Sequence[str], query_filter: qm.Filter | None = None, limit: int = 20) -> dict[str, dict[str, int]]:
+    def facets(
+        self, keys: Sequence[str], query_filter: qm.Filter | None = None, limit: int = 20
+    ) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for key in keys:
-            res = self.client.facet(self.collection, f"attributes.{_check_field(key)}", facet_filter=query_filter, limit=limit, exact=True)
+            res = self.client.facet(
+                self.collection, f"attributes.{_check_field(key)}", facet_filter=query_filter, limit=limit, exact=True
+            )
             out[key] = {str(h.value): int(h.count) for h in res.hits}
         return out
 
@@ -261,7 +292,9 @@ class ProductIndex:
         ids: list[str] = []
         offset: Any = None
         while True:
-            recs, offset = self.client.scroll(self.collection, scroll_filter=query_filter, limit=1000, offset=offset, with_payload=["product_id"])
+            recs, offset = self.client.scroll(
+                self.collection, scroll_filter=query_filter, limit=1000, offset=offset, with_payload=["product_id"]
+            )
             ids.extend(str((r.payload or {}).get("product_id")) for r in recs)
             if offset is None:
                 return ids

@@ -13,9 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-RPC_REQUESTS = Counter(
-    "prism_rpc_requests_total", "gRPC requests handled", ["service", "method", "code"]
-)
+RPC_REQUESTS = Counter("prism_rpc_requests_total", "gRPC requests handled", ["service", "method", "code"])
 RPC_ERRORS = Counter("prism_rpc_errors_total", "gRPC requests that failed", ["service", "method", "code"])
 RPC_LATENCY = Histogram(
     "prism_rpc_latency_seconds", "gRPC handler latency", ["service", "method"], buckets=LATENCY_BUCKETS

@@ -43,8 +43,14 @@ class IngestReport:
         by_code: dict[str, int] = {}
         for _, code, _ in self.failed:
             by_code[code] = by_code.get(code, 0) + 1
-        return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
-                "failed": len(self.failed), "failed_by_reason": by_code, "seconds": round(self.seconds, 1)}
+        return {
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "failed": len(self.failed),
+            "failed_by_reason": by_code,
+            "seconds": round(self.seconds, 1),
+        }
 
 
 def _batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -123,7 +129,9 @@ class Ingestor:
                     seen.add(product.id)
                     prepared.append(self._prepare(catalog, product, strip))
                 except InvalidInput as exc:
-                    ident = rec.get("id") if isinstance(rec, dict) and isinstance(rec.get("id"), str) else f"line {lineno}"
+                    ident = (
+                        rec.get("id") if isinstance(rec, dict) and isinstance(rec.get("id"), str) else f"line {lineno}"
+                    )
                     report.failed.append((str(ident), exc.code, exc.message))
             self._index_batch(catalog, prepared, report)
             progress.update(len(chunk))
@@ -132,7 +140,11 @@ class Ingestor:
             self.index.delete(stale)
             report.deleted = len(stale)
         report.seconds = progress.close()
-        for outcome, n in (("indexed", report.indexed), ("unchanged", report.unchanged), ("failed", len(report.failed))):
+        for outcome, n in (
+            ("indexed", report.indexed),
+            ("unchanged", report.unchanged),
+            ("failed", len(report.failed)),
+        ):
             metrics.INGESTED.labels(outcome).inc(n)
         log.info("ingest.done", catalog=str(catalog.root), **report.summary())
         return report
@@ -146,8 +158,13 @@ class Ingestor:
         if not todo:
             return
         with_text = [p for p in todo if p.text]
-        text_vecs = dict(zip((p.product.id for p in with_text),
-                             self.text.embed_texts([p.text for p in with_text], kind="passage"), strict=True))
+        text_vecs = dict(
+            zip(
+                (p.product.id for p in with_text),
+                self.text.embed_texts([p.text for p in with_text], kind="passage"),
+                strict=True,
+            )
+        )
         flat = [(p.product.id, m) for p in todo for m in p.media]
         image_results = self.image.embed_media([m for _, m in flat]) if flat else []
         image_vecs: dict[str, list[np.ndarray]] = {}

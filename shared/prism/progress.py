@@ -34,8 +34,14 @@ class Progress:
                 sys.stderr.flush()
                 self._last = now
         elif now - self._last >= self._every:
-            log.info("progress", what=self.what, done=self.done, total=self.total,
-                     rate=round(self.done / max(now - self._start, 1e-9), 1), **extra)
+            log.info(
+                "progress",
+                what=self.what,
+                done=self.done,
+                total=self.total,
+                rate=round(self.done / max(now - self._start, 1e-9), 1),
+                **extra,
+            )
             self._last = now
 
     def close(self) -> float:

@@ -26,7 +26,9 @@ def validate_key(key: str) -> str:
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"object key longer than {MAX_KEY_LENGTH} characters", code="invalid_key")
     if not _KEY_RE.match(key) or "//" in key or key.endswith("/"):
-        raise InvalidInput(f"object key {key[:80]!r} has characters outside A-Z a-z 0-9 . _ / = + -", code="invalid_key")
+        raise InvalidInput(
+            f"object key {key[:80]!r} has characters outside A-Z a-z 0-9 . _ / = + -", code="invalid_key"
+        )
     if any(part in ("..", ".") for part in key.split("/")):
         raise InvalidInput(f"object key {key[:80]!r} contains a relative path segment", code="invalid_key")
     return key

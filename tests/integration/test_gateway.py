@@ -13,7 +13,7 @@ import pytest
 
 from prism.gen.common.v1 import types_pb2
 from prism.gen.search.v1 import search_pb2, search_pb2_grpc
-from tests.media_samples import bad_images, jpeg, odd_images
+from tests.media_samples import bad_images, odd_images
 
 pytestmark = pytest.mark.integration
 
@@ -160,5 +160,5 @@ def test_health_metrics_and_page(http: httpx.Client) -> None:
     assert 'prism_rpc_requests_total{code="OK",method="Embed",service="text-encoder"}' in metrics
     assert "prism_batch_size_bucket" in metrics and "prism_http_latency_seconds" in metrics
     page = http.get("/")
-    assert page.status_code == 200 and "<input id=\"q\"" in page.text
+    assert page.status_code == 200 and '<input id="q"' in page.text
     assert http.post("/v1/search", json={"text": "x"}).headers["x-request-id"]

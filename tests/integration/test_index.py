@@ -20,8 +20,10 @@ def _vec(*xs: float) -> np.ndarray:
 
 def test_upsert_is_idempotent_and_one_point_per_product() -> None:
     idx = _index()
-    items = [("a", {"text": _vec(1, 0, 0, 0), "image": _vec(1, 0, 0)}, {"title": "A", "attributes": {"colour": "Blue"}}),
-             ("b", {"text": _vec(0, 1, 0, 0)}, {"title": "B", "attributes": {"colour": "Red"}})]
+    items = [
+        ("a", {"text": _vec(1, 0, 0, 0), "image": _vec(1, 0, 0)}, {"title": "A", "attributes": {"colour": "Blue"}}),
+        ("b", {"text": _vec(0, 1, 0, 0)}, {"title": "B", "attributes": {"colour": "Red"}}),
+    ]
     idx.upsert(items)
     idx.upsert(items)
     assert idx.count() == 2
@@ -33,11 +35,25 @@ def test_upsert_is_idempotent_and_one_point_per_product() -> None:
 
 def test_search_filters_and_query_by_id() -> None:
     idx = _index()
-    idx.upsert([
-        ("a", {"text": _vec(1, 0, 0, 0), "image": _vec(1, 0, 0)}, {"title": "A", "attributes": {"colour": "Blue"}, "price": 5.0}),
-        ("b", {"text": _vec(1, 0.1, 0, 0), "image": _vec(1, 0.1, 0)}, {"title": "B", "attributes": {"colour": "Red"}, "price": 50.0}),
-        ("c", {"text": _vec(0, 0, 1, 0), "image": _vec(0, 0, 1)}, {"title": "C", "attributes": {"colour": "Blue"}, "price": 9.0}),
-    ])
+    idx.upsert(
+        [
+            (
+                "a",
+                {"text": _vec(1, 0, 0, 0), "image": _vec(1, 0, 0)},
+                {"title": "A", "attributes": {"colour": "Blue"}, "price": 5.0},
+            ),
+            (
+                "b",
+                {"text": _vec(1, 0.1, 0, 0), "image": _vec(1, 0.1, 0)},
+                {"title": "B", "attributes": {"colour": "Red"}, "price": 50.0},
+            ),
+            (
+                "c",
+                {"text": _vec(0, 0, 1, 0), "image": _vec(0, 0, 1)},
+                {"title": "C", "attributes": {"colour": "Blue"}, "price": 9.0},
+            ),
+        ]
+    )
     hits = idx.search("text", _vec(1, 0, 0, 0), limit=3)
     assert [h.product_id for h in hits][:2] == ["a", "b"]
     blue = idx.search("text", _vec(1, 0, 0, 0), limit=3, query_filter=build_filter({"colour": ["Blue"]}))

@@ -32,11 +32,22 @@ def free_port() -> int:
 
 def test_text_encoder_process_health_reflection_metrics_batching_and_sigterm(cache_dir: Any) -> None:
     port, mport = free_port(), free_port()
-    env = {**os.environ, "PRISM_TEXT_ENCODER_PORT": str(port), "PRISM_TEXT_ENCODER_METRICS_PORT": str(mport),
-           "PRISM_CACHE_DIR": str(cache_dir), "PRISM_TEXT_ENCODER_CACHE_VECTORS": "false", "PRISM_LOG_FORMAT": "json",
-           "PRISM_LOG_LEVEL": "DEBUG"}
-    proc = subprocess.Popen([sys.executable, "-m", "prism.cli", "serve", "text-encoder"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PRISM_TEXT_ENCODER_PORT": str(port),
+        "PRISM_TEXT_ENCODER_METRICS_PORT": str(mport),
+        "PRISM_CACHE_DIR": str(cache_dir),
+        "PRISM_TEXT_ENCODER_CACHE_VECTORS": "false",
+        "PRISM_LOG_FORMAT": "json",
+        "PRISM_LOG_LEVEL": "DEBUG",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prism.cli", "serve", "text-encoder"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         health = health_pb2_grpc.HealthStub(channel)
@@ -44,7 +55,9 @@ def test_text_encoder_process_health_reflection_metrics_batching_and_sigterm(cac
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
-                status = health.Check(health_pb2.HealthCheckRequest(service="prism.encoder.v1.EncoderService"), timeout=1).status
+                status = health.Check(
+                    health_pb2.HealthCheckRequest(service="prism.encoder.v1.EncoderService"), timeout=1
+                ).status
             except grpc.RpcError:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.02)
@@ -53,7 +66,9 @@ def test_text_encoder_process_health_reflection_metrics_batching_and_sigterm(cac
             if status == health_pb2.HealthCheckResponse.SERVING:
                 break
             time.sleep(0.02)
-        assert seen and seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING, "health must say NOT_SERVING while loading"
+        assert seen and seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING, (
+            "health must say NOT_SERVING while loading"
+        )
         assert seen[-1] == health_pb2.HealthCheckResponse.SERVING
 
         refl = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -62,8 +77,10 @@ def test_text_encoder_process_health_reflection_metrics_batching_and_sigterm(cac
         assert {"prism.encoder.v1.EncoderService", "grpc.health.v1.Health"} <= names
 
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
-        out = stub.Embed(encoder_pb2.EmbedRequest(texts=["blue dress"], text_kind=encoder_pb2.TEXT_KIND_QUERY),
-                         metadata=[("x-request-id", "req-test-123")])
+        out = stub.Embed(
+            encoder_pb2.EmbedRequest(texts=["blue dress"], text_kind=encoder_pb2.TEXT_KIND_QUERY),
+            metadata=[("x-request-id", "req-test-123")],
+        )
         assert out.dim == 384 and len(out.embeddings[0].vector.values) == 384
 
         # 24 concurrent single-text calls must share model batches (server-side micro-batching)
@@ -77,8 +94,11 @@ def test_text_encoder_process_health_reflection_metrics_batching_and_sigterm(cac
             t.join()
         metrics = httpx.get(f"http://127.0.0.1:{mport}/metrics").text
         assert 'prism_rpc_requests_total{code="OK",method="Embed",service="text-encoder"} 25.0' in metrics
-        batches = next(float(line.split()[-1]) for line in metrics.splitlines()
-                       if line.startswith('prism_batch_size_count{service="text-encoder"}'))
+        batches = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith('prism_batch_size_count{service="text-encoder"}')
+        )
         assert batches < 25 - 1, f"{batches} model batches for 25 calls: nothing was batched"
 
         with pytest.raises(grpc.RpcError) as e:

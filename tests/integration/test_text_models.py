@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from prism.models import e5_convert
 from prism.models.e5_convert import CHECKPOINT_NAME, ensure_e5_checkpoint
 from prism.models.text import TextEmbedder, load_text_embedder

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from prism.models.e5_convert import (
     DTYPE_F32,
     DTYPE_Q4_0,
@@ -134,9 +135,7 @@ def build_file(magic: bytes = b"E5S1") -> tuple[bytes, dict[str, np.ndarray]]:
             raw = vals.tobytes()
             expected[name] = vals.reshape(shape)
         offset = len(head) + dir_size + len(payload)
-        entries += (
-            struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, n, offset, len(raw))
-        )
+        entries += struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, n, offset, len(raw))
         payload += raw
     data = head + struct.pack("<i", len(specs)) + entries + payload
     return data, expected
@@ -163,9 +162,7 @@ def test_parse_synthetic_file_and_map_names() -> None:
     np.testing.assert_array_equal(tensors["embeddings.position_embeddings.weight"], expected["emb.pos"])
     np.testing.assert_array_equal(tensors["encoder.layer.0.attention.self.query.weight"], expected["l0.q.w"])
     np.testing.assert_array_equal(tensors["encoder.layer.0.output.dense.weight"], expected["l0.fo.w"])
-    np.testing.assert_array_equal(
-        tensors["encoder.layer.0.attention.output.LayerNorm.bias"], expected["l0.aln.b"]
-    )
+    np.testing.assert_array_equal(tensors["encoder.layer.0.attention.output.LayerNorm.bias"], expected["l0.aln.b"])
     assert tensors["encoder.layer.0.intermediate.dense.weight"].shape == (FF, H)
     assert all(t.dtype == np.float32 for t in tensors.values())
 

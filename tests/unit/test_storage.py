@@ -8,8 +8,23 @@ from prism.storage import FolderStore, validate_key
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("key", ["", "/etc/passwd", "../x", "media/../../x", "a//b", "a/./b", "media/x\x00.jpg",
-                                 "media/a b.jpg", "x" * 600, "media/", "~root/x", "C:\\win"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "/etc/passwd",
+        "../x",
+        "media/../../x",
+        "a//b",
+        "a/./b",
+        "media/x\x00.jpg",
+        "media/a b.jpg",
+        "x" * 600,
+        "media/",
+        "~root/x",
+        "C:\\win",
+    ],
+)
 def test_path_tricks_are_refused(key: str) -> None:
     with pytest.raises(InvalidInput):
         validate_key(key)

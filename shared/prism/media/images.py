@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from prism.errors import MediaError, PayloadTooLarge
 
@@ -67,7 +67,7 @@ DEFAULT_IMAGE_LIMITS = ImageLimits()
 
 # Exceptions Pillow (and the stdlib modules it uses) raise on malformed data.  Deliberately a list
 # of specific types: a bug in our own code must not be reported as the caller's bad image.
-_PIL_ERRORS: tuple[type[BaseException], ...] = (
+_PIL_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # includes UnidentifiedImageError, "image file is truncated", decoder errors
     ValueError,
     SyntaxError,  # Pillow's traditional "not a valid file" error
@@ -79,6 +79,8 @@ _PIL_ERRORS: tuple[type[BaseException], ...] = (
     zlib.error,
     Image.DecompressionBombError,
 )
+# While decoding pixels, a warning turned into an exception (``-W error``) is a decoding failure too.
+_DECODE_ERRORS: tuple[type[Exception], ...] = (*_PIL_ERRORS, Warning)
 
 # EXIF orientation -> transpose (the same table as ``PIL.ImageOps.exif_transpose``).
 _ORIENTATION = {
@@ -191,15 +193,12 @@ def _check_size(data: bytes, limits: ImageLimits) -> None:
     if len(data) == 0:
         raise MediaError("the image is empty (0 bytes)", code="empty_media")
     if len(data) > limits.max_bytes:
-        raise PayloadTooLarge(
-            f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes"
-        )
+        raise PayloadTooLarge(f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
 
 
 def _too_large(width: int, height: int, limits: ImageLimits) -> MediaError:
     return MediaError(
-        f"the image is {width}x{height} = {width * height} pixels; "
-        f"the limit is {limits.max_pixels} pixels",
+        f"the image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} pixels",
         code="image_too_large",
     )
 
@@ -216,7 +215,7 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[ImageFile.ImageFile, str, i
             im = Image.open(BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
         raise MediaError(f"the image is too large: {exc}", code="image_too_large") from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         if detected is None:
             raise _unsupported(None, limits) from exc
         raise MediaError(f"corrupt {detected} image: cannot parse its header", code="corrupt_image") from exc
@@ -283,7 +282,7 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) -> Ima
         method = _ORIENTATION.get(orientation)
         if method is not None:
             rgb = rgb.transpose(method)
-    except (*_PIL_ERRORS, Warning) as exc:  # Warning: raised as an exception under ``-W error``
+    except _DECODE_ERRORS as exc:
         raise MediaError(f"corrupt image: {exc}", code="corrupt_image") from exc
     # The metadata described the encoded file (EXIF orientation, palette transparency ...), not
     # this RGB image; dropping it keeps anyone downstream from applying the orientation twice.

@@ -216,9 +216,7 @@ def parse_e5_file(data: bytes | memoryview) -> E5File:
         if expected is None:
             raise E5FormatError(f"tensor {name}: unknown dtype {dtype} (e5.c knows f32=0, q4_0=1)")
         if nbytes != expected or (dtype == DTYPE_Q4_0 and n_el % QK):
-            raise E5FormatError(
-                f"tensor {name}: {nbytes} bytes does not fit {n_el} elements of dtype {dtype}"
-            )
+            raise E5FormatError(f"tensor {name}: {nbytes} bytes does not fit {n_el} elements of dtype {dtype}")
         tensors[name] = TensorEntry(name, dtype, n_el, offset, nbytes)
     header = E5Header(
         version, hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps, block_size,

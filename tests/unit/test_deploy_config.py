@@ -1,0 +1,823 @@
+"""docker-compose.yml, helm/prism and the Dockerfile, checked against the code.
+
+No Docker engine, Kubernetes cluster or helm binary runs on the project's machines, so none of these
+files can be started here, and Helm's Go templates cannot be rendered by anything the project
+installs (`kubectl kustomize` inflates charts only by calling a helm binary). What can be checked
+without them is checked here: the files parse; every service of ``prism serve`` is deployed by both; every
+environment variable they set is a real field of that service's pydantic Settings (or of
+CommonSettings); their ports are the Settings defaults; health checks test readiness for real (the
+compose one-liners are run against real loopback servers); the gateway's upstream addresses point at
+deployed services; ``values.yaml`` satisfies ``values.schema.json``; the templates use only values
+that exist; the image runs as a non-root user; grace periods outlast the services' own. Where the
+optional ``helm-python-sdk`` (Helm's Go SDK as a C library) is importable, the chart is also linted
+and rendered by Helm itself and the rendered objects are checked; otherwise those tests skip.
+"""
+
+from __future__ import annotations
+
+import http.server
+import importlib
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from prism.cli import SERVICES
+from prism.settings import CommonSettings, ServiceSettings
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "prism"
+TEMPLATES = CHART / "templates"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+
+
+# ------------------------------------------------------------------------------------ the code side
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    """The Settings class of a ``prism serve`` service (``services.<pkg>.settings.Settings``)."""
+    package = SERVICES[service].rsplit(".", 1)[0]
+    cls = importlib.import_module(f"{package}.settings").Settings
+    assert issubclass(cls, ServiceSettings)
+    return cls  # type: ignore[no-any-return]
+
+
+def env_prefix(cls: type[Any]) -> str:
+    prefix = cls.model_config.get("env_prefix", "")
+    assert prefix.startswith("PRISM_") and prefix.endswith("_"), cls
+    return str(prefix)
+
+
+def env_name(cls: type[Any], field: str) -> str:
+    return f"{env_prefix(cls)}{field}".upper()
+
+
+def valid_env(service: str) -> set[str]:
+    """Environment variable names the service reads: its Settings and CommonSettings."""
+    names = set()
+    for cls in (settings_class(service), CommonSettings):
+        assert not cls.model_config.get("case_sensitive"), cls
+        names |= {env_name(cls, field) for field in cls.model_fields}
+    return names
+
+
+def defaults(service: str) -> ServiceSettings:
+    return settings_class(service).model_construct()
+
+
+def expected_ports(service: str) -> dict[str, int]:
+    """Named ports a service listens on by default: gRPC always, metrics when on, gateway HTTP."""
+    d = defaults(service)
+    ports = {"grpc": d.port}
+    if d.metrics_port > 0:
+        ports["metrics"] = d.metrics_port
+    if "http_port" in type(d).model_fields:
+        ports["http"] = d.http_port
+    assert all(p > 0 for p in ports.values()), (service, ports)
+    return ports
+
+
+def port_fields(service: str) -> dict[str, int]:
+    d = defaults(service)
+    return {env_name(type(d), f): getattr(d, f) for f in ("port", "metrics_port", "http_port")
+            if f in type(d).model_fields}
+
+
+def address_fields(service: str) -> dict[str, str]:
+    """Env name -> target service of every ``<service>_address`` field (e.g. text_encoder_address)."""
+    cls = settings_class(service)
+    out = {}
+    for field in cls.model_fields:
+        if field.endswith("_address"):
+            target = field.removesuffix("_address").replace("_", "-")
+            assert target in SERVICES, f"{service}.{field} names no service of `prism serve`"
+            out[env_name(cls, field)] = target
+    return out
+
+
+def bind_fields(service: str) -> list[str]:
+    """Host fields that must be 0.0.0.0 in a container (127.0.0.1 is unreachable from other pods)."""
+    cls = settings_class(service)
+    return [env_name(cls, f) for f in ("host", "http_host") if f in cls.model_fields]
+
+
+def grace_seconds() -> float:
+    return float(ServiceSettings.model_construct().grace_seconds)
+
+
+def http_drain_seconds() -> float:
+    """The gateway's HTTP graceful-shutdown timeout (uvicorn), read from the code."""
+    src = (REPO / "services" / "gateway" / "server.py").read_text(encoding="utf-8")
+    m = re.search(r"timeout_graceful_shutdown=(\d+(?:\.\d+)?)", src)
+    assert m, "services/gateway/server.py no longer sets timeout_graceful_shutdown"
+    return float(m.group(1))
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def pinned(package: str) -> str:
+    for dep in pyproject()["project"]["dependencies"]:
+        m = re.fullmatch(rf"{re.escape(package)}==([\w.+-]+)", dep)
+        if m:
+            return m.group(1)
+    raise AssertionError(f"{package} is not pinned in pyproject.toml")
+
+
+def test_services_read_env_with_distinct_prefixes() -> None:
+    prefixes = [env_prefix(settings_class(s)) for s in SERVICES]
+    assert len(set(prefixes)) == len(prefixes)
+    assert env_prefix(CommonSettings) == "PRISM_"
+    # A service field must not shadow a CommonSettings name (PRISM_<SVC>_X never equals PRISM_Y).
+    common = {env_name(CommonSettings, f) for f in CommonSettings.model_fields}
+    for s in SERVICES:
+        assert not (valid_env(s) - common) & common
+
+
+# ------------------------------------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = pending + line
+        pending = ""
+        word, _, rest = full.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    assert not pending, "Dockerfile ends inside a continued line"
+    return out
+
+
+def final_stage() -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:]
+
+
+def dockerfile_args() -> dict[str, str]:
+    args = {}
+    for word, rest in dockerfile_instructions():
+        if word == "ARG" and "=" in rest:
+            key, _, value = rest.partition("=")
+            args[key] = value.strip('"')
+    return args
+
+
+def dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, rest in final_stage():
+        if word == "ENV":
+            for key, value in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", rest):
+                env[key] = value.strip('"')
+    return env
+
+
+def dockerfile_uid() -> int:
+    users = [rest for word, rest in final_stage() if word == "RUN" and "useradd" in rest]
+    assert len(users) == 1
+    m = re.search(r"--uid\s+(\S+)", users[0])
+    assert m
+    uid = m.group(1)
+    ref = re.fullmatch(r"\$\{?(\w+)\}?", uid)
+    return int(dockerfile_args()[ref.group(1)] if ref else uid)
+
+
+def test_dockerfile_entrypoint_is_prism_and_user_is_not_root() -> None:
+    stage = final_stage()
+    entrypoints = [rest for word, rest in stage if word == "ENTRYPOINT"]
+    assert entrypoints and json.loads(entrypoints[-1]) == ["prism"]
+    users = [rest for word, rest in stage if word == "USER"]
+    assert users, "the final stage must set USER"
+    assert users[-1] not in {"root", "0"} and not users[-1].startswith(("root:", "0:"))
+    assert users[-1] in {"prism", str(dockerfile_uid())}
+    assert dockerfile_uid() == 10001
+
+
+def test_dockerfile_installs_like_the_makefile() -> None:
+    args = dockerfile_args()
+    assert args["BASE"] == "python:3.11-slim"
+    assert "python3.11" in DOCKERFILE.read_text(encoding="utf-8")  # the CUDA base installs it
+    runs = [rest for word, rest in dockerfile_instructions() if word == "RUN"]
+    torch_line = next(r for r in runs if "torch==" in r)
+    assert f"torch=={pinned('torch')}" in torch_line
+    assert f"torchvision=={pinned('torchvision')}" in torch_line
+    torch_at = runs.index(torch_line)
+    project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install (-e )?\.(\s|$|\[)", r))
+    nodeps_at = next(i for i, r in enumerate(runs) if "--no-deps -r requirements-nodeps.txt" in r)
+    assert torch_at < project_at < nodeps_at
+
+
+def test_dockerfile_is_offline_and_converts_e5_as_the_service_user() -> None:
+    env = dockerfile_env()
+    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+    assert env["PRISM_CACHE_DIR"] == "/opt/prism/cache"
+    common = {env_name(CommonSettings, f) for f in CommonSettings.model_fields}
+    assert {k for k in env if k.startswith("PRISM_")} <= common
+    stage = final_stage()
+    user_at = max(i for i, (word, _) in enumerate(stage) if word == "USER")
+    convert_at = next(i for i, (word, rest) in enumerate(stage) if word == "RUN" and "ensure_e5_checkpoint" in rest)
+    assert user_at < convert_at, "convert as the service user, so it owns (and may rewrite) the cache"
+    assert "from prism.models.e5_convert import ensure_e5_checkpoint" in stage[convert_at][1]
+
+
+def test_dockerignore_keeps_what_the_build_needs() -> None:
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", "var", ".git"} <= ignored
+    assert not ignored & {"shared", "services", "pyproject.toml", "requirements-nodeps.txt", "README.md", "*"}
+
+
+# ------------------------------------------------------------------------------------- docker-compose
+
+
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def compose_env(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def prism_compose_services() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Compose service name -> (prism service it serves, definition)."""
+    out = {}
+    for name, svc in compose()["services"].items():
+        command = svc.get("command")
+        if isinstance(command, list) and command[:1] == ["serve"]:
+            assert len(command) == 2, (name, command)
+            out[name] = (command[1], svc)
+    return out
+
+
+def container_ports(svc: dict[str, Any]) -> set[int]:
+    ports = set()
+    for entry in [*(svc.get("ports") or []), *(svc.get("expose") or [])]:
+        text = str(entry["target"] if isinstance(entry, dict) else entry).split("/")[0]
+        ports.add(int(text.rsplit(":", 1)[-1]))
+    return ports
+
+
+def duration_seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(text))
+    assert parts and "".join(n + u for n, u in parts) == str(text), text
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_compose_has_the_infrastructure_with_health_checks() -> None:
+    services = compose()["services"]
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
+    assert "rabbitmq-diagnostics" in services["rabbitmq"]["healthcheck"]["test"]
+    assert services["minio"]["image"].startswith("minio/minio")
+    assert services["qdrant"]["image"].startswith("qdrant/qdrant")
+    # The qdrant server's minor version matches qdrant-client's.
+    client_minor = ".".join(pinned("qdrant-client").split(".")[:2])
+    assert services["qdrant"]["image"].split(":v", 1)[1].startswith(client_minor + ".")
+    for name, svc in services.items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
+
+
+def test_every_prism_service_is_in_compose() -> None:
+    served = prism_compose_services()
+    unprofiled = {svc for svc, definition in served.values() if not definition.get("profiles")}
+    assert unprofiled == set(SERVICES), "a plain `docker compose up` must run every service"
+    assert {svc for svc, _ in served.values()} <= set(SERVICES)
+
+
+def test_compose_env_names_are_settings_fields() -> None:
+    for name, (service, svc) in prism_compose_services().items():
+        env = compose_env(svc)
+        unknown = set(env) - valid_env(service)
+        assert not unknown, f"compose service {name} sets variables {service} does not read: {sorted(unknown)}"
+        for var in bind_fields(service):
+            assert env.get(var) == "0.0.0.0", f"{name}: {var} must be 0.0.0.0 to be reachable"
+        for var, default in port_fields(service).items():
+            assert env.get(var, str(default)) == str(default), f"{name}: {var} differs from the Settings default"
+
+
+def test_compose_ports_are_the_settings_defaults() -> None:
+    for name, (service, svc) in prism_compose_services().items():
+        assert container_ports(svc) == set(expected_ports(service).values()), name
+
+
+def test_compose_depends_on_targets_exist_and_are_healthy() -> None:
+    services = compose()["services"]
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: use the long form of depends_on with conditions"
+        for target, spec in deps.items():
+            assert target in services, f"{name} depends on missing {target}"
+            assert spec.get("condition") in {"service_healthy", "service_started"}, (name, target)
+            if spec["condition"] == "service_healthy":
+                assert services[target].get("healthcheck"), f"{name} waits for {target}, which has no health check"
+            mine, theirs = set(svc.get("profiles") or []), set(services[target].get("profiles") or [])
+            assert not theirs or mine & theirs, f"{name} depends on {target}, which its profiles do not start"
+
+
+def test_compose_upstream_addresses_point_at_deployed_services() -> None:
+    services = compose()["services"]
+    served = prism_compose_services()
+    for name, (service, svc) in served.items():
+        env = compose_env(svc)
+        for var, target in address_fields(service).items():
+            assert var in env, f"{name}: {var} unset (its default 127.0.0.1 is wrong in a container)"
+            host, _, port = env[var].rpartition(":")
+            assert host in served and served[host][0] == target, f"{name}: {var}={env[var]} is not a {target}"
+            assert int(port) == defaults(target).port, f"{name}: {var} port differs from {target}'s"
+            assert svc["depends_on"][host]["condition"] == "service_healthy"
+            assert set(services[host].get("profiles") or []) == set(svc.get("profiles") or [])
+        if "qdrant_url" in settings_class(service).model_fields:
+            url = env[env_name(settings_class(service), "qdrant_url")]
+            m = re.fullmatch(r"http://([\w-]+):(\d+)", url)
+            assert m and services[m.group(1)]["image"].startswith("qdrant/qdrant") and m.group(2) == "6333", url
+            assert svc["depends_on"][m.group(1)]["condition"] == "service_healthy"
+
+
+def test_compose_health_checks_test_readiness_on_the_right_port() -> None:
+    for name, (service, svc) in prism_compose_services().items():
+        test = svc["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"], name
+        ports = expected_ports(service)
+        if "http" in ports:
+            assert f"http://127.0.0.1:{ports['http']}/readyz" in test[3], name
+        else:
+            assert f"127.0.0.1:{ports['grpc']}" in test[3] and "HealthStub" in test[3], name
+        assert duration_seconds(svc["healthcheck"].get("start_period", "0s")) >= 30, name
+
+
+def test_compose_gpu_profile_reserves_nvidia_gpus() -> None:
+    gpu = {name: svc for name, (_, svc) in prism_compose_services().items() if "gpu" in (svc.get("profiles") or [])}
+    encoders = {n for n, s in gpu.items() if s["command"][1] != "gateway"}
+    assert {s["command"][1] for s in gpu.values()} >= {"text-encoder", "image-encoder"}
+    for name in encoders:
+        devices = gpu[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), name
+        assert gpu[name]["build"]["args"]["BASE"].startswith("nvidia/cuda:"), name
+
+
+def test_compose_volumes_stop_grace_and_image_tag() -> None:
+    data = compose()
+    declared = set(data.get("volumes") or {})
+    cache_dir = dockerfile_env()["PRISM_CACHE_DIR"]
+    version = pyproject()["project"]["version"]
+    for name, svc in data["services"].items():
+        for mount in svc.get("volumes") or []:
+            source = mount.split(":", 1)[0]
+            assert source.startswith((".", "/")) or source in declared, f"{name}: undeclared volume {source}"
+    for name, (service, svc) in prism_compose_services().items():
+        if service != "gateway":  # the encoders keep the converted checkpoint and vector cache there
+            volume = "model-cache-gpu" if "gpu" in (svc.get("profiles") or []) else "model-cache"
+            assert f"{volume}:{cache_dir}" in svc.get("volumes", []), name
+        assert compose_env(svc).get("PRISM_CACHE_DIR", cache_dir) == cache_dir
+        needed = grace_seconds() + (http_drain_seconds() if "http" in expected_ports(service) else 0)
+        assert duration_seconds(svc["stop_grace_period"]) > needed, name
+        assert re.fullmatch(rf"prism:\$\{{PRISM_TAG:-{re.escape(version)}\}}(-cuda)?", svc["image"]), svc["image"]
+
+
+# The compose health checks are real programs: run them against real loopback servers.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_check(code: str, old_port: int, new_port: int) -> int:
+    assert code.count(f"127.0.0.1:{old_port}") == 1
+    code = code.replace(f"127.0.0.1:{old_port}", f"127.0.0.1:{new_port}")
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], timeout=30, capture_output=True).returncode
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, Any]]:
+    import grpc
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    servicer = health.HealthServicer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port, servicer
+    server.stop(0).wait()
+
+
+def test_compose_grpc_health_check_passes_only_when_serving(health_server: tuple[int, Any]) -> None:
+    from grpc_health.v1 import health_pb2
+
+    port, servicer = health_server
+    for name, (service, svc) in prism_compose_services().items():
+        if "http" in expected_ports(service):
+            continue
+        code, grpc_port = svc["healthcheck"]["test"][3], defaults(service).port
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert run_check(code, grpc_port, port) != 0, name
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert run_check(code, grpc_port, port) == 0, name
+        assert run_check(code, grpc_port, free_port()) != 0, name  # nothing listening
+
+
+def test_compose_http_readiness_check_passes_only_when_ready() -> None:
+    state = {"status": 503}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(state["status"] if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for name, (service, svc) in prism_compose_services().items():
+            if "http" not in expected_ports(service):
+                continue
+            code, http_port = svc["healthcheck"]["test"][3], defaults(service).http_port
+            state["status"] = 503
+            assert run_check(code, http_port, server.server_port) != 0, name
+            state["status"] = 200
+            assert run_check(code, http_port, server.server_port) == 0, name
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# ------------------------------------------------------------------------------------------------ helm
+
+
+def values() -> dict[str, Any]:
+    data = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+# A small JSON Schema (draft-07) validator for the keywords values.schema.json uses; `jsonschema` is
+# not one of the project's pinned dependencies. test_schema_uses_only_supported_keywords keeps the
+# schema inside what this validator understands, so no rule is silently ignored.
+ANNOTATIONS = {"$schema", "title", "description", "default", "examples"}
+KEYWORDS = {"type", "properties", "required", "additionalProperties", "propertyNames", "items", "enum",
+            "minimum", "maximum", "minLength", "pattern", "$ref", "definitions"}
+JSON_TYPES: dict[str, Any] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def validate(value: Any, node: dict[str, Any], root: dict[str, Any], path: str = "$") -> list[str]:
+    if "$ref" in node:
+        ref = node["$ref"]
+        assert ref.startswith("#/"), ref
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return validate(value, target, root, path)
+    errors: list[str] = []
+    if "type" in node:
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        if not any(JSON_TYPES[t](value) for t in types):
+            return [f"{path}: {value!r} is not of type {node['type']}"]
+    if "enum" in node and value not in node["enum"]:
+        errors.append(f"{path}: {value!r} not in {node['enum']}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in node and value < node["minimum"]:
+            errors.append(f"{path}: {value} < {node['minimum']}")
+        if "maximum" in node and value > node["maximum"]:
+            errors.append(f"{path}: {value} > {node['maximum']}")
+    if isinstance(value, str):
+        if "minLength" in node and len(value) < node["minLength"]:
+            errors.append(f"{path}: shorter than {node['minLength']}")
+        if "pattern" in node and not re.search(node["pattern"], value):
+            errors.append(f"{path}: {value!r} does not match {node['pattern']}")
+    if isinstance(value, list) and "items" in node:
+        for i, item in enumerate(value):
+            errors += validate(item, node["items"], root, f"{path}[{i}]")
+    if isinstance(value, dict):
+        errors += [f"{path}: {key} is required" for key in node.get("required", []) if key not in value]
+        props = node.get("properties", {})
+        for key, item in value.items():
+            if "propertyNames" in node:
+                errors += validate(key, node["propertyNames"], root, f"{path}.{key} (name)")
+            if key in props:
+                errors += validate(item, props[key], root, f"{path}.{key}")
+            elif node.get("additionalProperties") is False:
+                errors.append(f"{path}: unknown key {key}")
+            elif isinstance(node.get("additionalProperties"), dict):
+                errors += validate(item, node["additionalProperties"], root, f"{path}.{key}")
+    return errors
+
+
+def schema_keywords(node: Any) -> set[str]:
+    if not isinstance(node, dict):
+        return set()
+    found = set(node)
+    for key in ("properties", "definitions"):
+        for sub in node.get(key, {}).values():
+            found |= schema_keywords(sub)
+    for key in ("items", "additionalProperties", "propertyNames"):
+        found |= schema_keywords(node.get(key))
+    return found
+
+
+def test_schema_uses_only_supported_keywords() -> None:
+    assert schema()["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert schema_keywords(schema()) <= KEYWORDS | ANNOTATIONS
+
+
+def test_values_satisfy_the_schema() -> None:
+    assert validate(values(), schema(), schema()) == []
+
+
+@pytest.mark.parametrize(("where", "bad", "complaint"), [
+    (("services", "gateway", "replicas"), "two", "is not of type"),
+    (("services", "gateway", "probes", "type"), "tcp", "not in"),
+    (("services", "gateway", "ports", "grpc"), 70000, "> 65535"),
+    (("services", "text-encoder", "env", "log_level"), "DEBUG", "does not match"),
+    (("services", "text-encoder", "replica"), 2, "unknown key replica"),
+    (("podSecurityContext", "runAsNonRoot"), False, "not in"),
+])
+def test_schema_rejects_bad_values(where: tuple[str, ...], bad: Any, complaint: str) -> None:
+    data = values()
+    node = data
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = bad
+    errors = validate(data, schema(), schema())
+    assert errors and any(complaint in e for e in errors), errors
+
+
+def chart_services() -> dict[str, dict[str, Any]]:
+    return values()["services"]  # type: ignore[no-any-return]
+
+
+def helm_env(name: str, block: dict[str, Any]) -> dict[str, str]:
+    """Every variable the chart sets for a service, with its value where the values file has it."""
+    env = {"PRISM_CACHE_DIR": values()["cacheDir"]}
+    env |= {k: str(v) for k, v in values()["commonEnv"].items()}
+    env |= {k: str(v) for k, v in block["env"].items()}
+    env |= {k: f"<{target}>" for k, target in block["upstreams"].items()}
+    env |= {v: f"<qdrant {k}>" for k, v in block["qdrantEnv"].items()}
+    return env
+
+
+def test_chart_metadata_matches_the_project() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart["apiVersion"] == "v2" and chart["name"] == "prism" and chart["type"] == "application"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"])
+    assert chart["appVersion"] == pyproject()["project"]["version"]
+
+
+def test_every_prism_service_has_a_helm_block() -> None:
+    assert set(chart_services()) == set(SERVICES)
+    assert all(block["enabled"] for block in chart_services().values())
+
+
+def test_helm_env_names_are_settings_fields() -> None:
+    for name, block in chart_services().items():
+        env = helm_env(name, block)
+        unknown = set(env) - valid_env(name)
+        assert not unknown, f"helm sets variables {name} does not read: {sorted(unknown)}"
+        for var in bind_fields(name):
+            assert env.get(var) == "0.0.0.0", f"{name}: {var} must be 0.0.0.0 to be reachable"
+        for var, default in port_fields(name).items():
+            assert env.get(var, str(default)) == str(default), f"{name}: {var} differs from the Settings default"
+    # Names the templates write themselves must be real settings too.
+    every = set().union(*(valid_env(s) for s in SERVICES))
+    for template in TEMPLATES.iterdir():
+        for var in re.findall(r"\bPRISM_[A-Z0-9_]+", template.read_text(encoding="utf-8")):
+            assert var in every, f"{template.name} names {var}, which no Settings reads"
+
+
+def test_helm_ports_and_probes_match_the_code() -> None:
+    for name, block in chart_services().items():
+        assert block["ports"] == expected_ports(name), name
+        assert block["probes"]["type"] == ("http" if "http" in block["ports"] else "grpc"), name
+    deployment = (TEMPLATES / "deployment.yaml").read_text(encoding="utf-8")
+    assert re.search(r"grpc:\s*\n\s*port: \{\{ \$svc\.ports\.grpc \}\}", deployment)
+    assert re.search(r"httpGet:\s*\n\s*path: /readyz\s*\n\s*port: http", deployment)
+    assert re.search(r"httpGet:\s*\n\s*path: /healthz\s*\n\s*port: http", deployment)
+    assert 'args: ["serve", {{ $name | quote }}]' in deployment
+
+
+def test_helm_upstreams_and_qdrant_point_at_real_things() -> None:
+    services = chart_services()
+    for name, block in services.items():
+        assert block["upstreams"] == address_fields(name), f"{name}: every *_address setting needs an upstream"
+        for target in block["upstreams"].values():
+            assert services[target]["enabled"] and services[target]["probes"]["type"] == "grpc"
+        cls = settings_class(name)
+        expected = {key: env_name(cls, f"qdrant_{field}") for key, field in (("url", "url"), ("apiKey", "api_key"))
+                    if f"qdrant_{field}" in cls.model_fields}
+        assert block["qdrantEnv"] == expected, name
+    qdrant = values()["qdrant"]
+    assert qdrant["inCluster"]["port"] == 6333 and qdrant["apiKey"]["secretKey"]
+
+
+def test_helm_pods_are_locked_down() -> None:
+    v = values()
+    pod, container = v["podSecurityContext"], v["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == dockerfile_uid()
+    assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["allowPrivilegeEscalation"] is False and container["readOnlyRootFilesystem"] is True
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert v["cacheDir"] == dockerfile_env()["PRISM_CACHE_DIR"]
+    # Encoders write the cache (converted checkpoint check, vector cache): it must be a volume.
+    for name, block in chart_services().items():
+        assert block["modelCache"]["enabled"] == (name != "gateway"), name
+
+
+def test_helm_grace_period_outlasts_the_services() -> None:
+    pre_stop = values()["preStopSleepSeconds"]
+    for name, block in chart_services().items():
+        needed = pre_stop + grace_seconds() + (http_drain_seconds() if "http" in block["ports"] else 0)
+        assert block["terminationGracePeriodSeconds"] > needed, name
+
+
+def test_helm_encoders_autoscale_and_can_use_gpus() -> None:
+    for name, block in chart_services().items():
+        if name == "gateway":
+            continue
+        assert block["autoscaling"]["enabled"], name
+        assert block["autoscaling"]["minReplicas"] <= block["autoscaling"]["maxReplicas"]
+        assert "cpu" in block["resources"]["requests"], f"{name}: CPU autoscaling needs a CPU request"
+        assert block["gpu"]["count"] >= 1 and block["gpu"]["tolerations"], name
+    deployment = (TEMPLATES / "deployment.yaml").read_text(encoding="utf-8")
+    assert '"nvidia.com/gpu" $svc.gpu.count' in deployment
+
+
+# Templates: static checks (they are Go templates and cannot be rendered here; see the module doc).
+
+
+def templates() -> dict[str, str]:
+    found = {p.name: p.read_text(encoding="utf-8") for p in sorted(TEMPLATES.iterdir())}
+    assert {"_helpers.tpl", "deployment.yaml", "service.yaml", "hpa.yaml", "networkpolicy.yaml"} <= set(found)
+    return found
+
+
+def lookup(data: Any, dotted: str) -> tuple[bool, Any]:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False, None
+        data = data[part]
+    return True, data
+
+
+def test_templates_are_balanced() -> None:
+    for name, text in templates().items():
+        assert text.count("{{") == text.count("}}"), name
+        actions = re.findall(r"\{\{-?\s*(if|range|with|define|block|end)\b", text)
+        depth = 0
+        for action in actions:
+            depth += -1 if action == "end" else 1
+            assert depth >= 0, f"{name}: an `end` closes nothing"
+        assert depth == 0, f"{name}: {depth} block(s) left open"
+
+
+def test_templates_reference_only_existing_values() -> None:
+    v = values()
+    defined = set(re.findall(r'\{\{-?\s*define "([\w.]+)"', templates()["_helpers.tpl"]))
+    for name, text in templates().items():
+        for dotted in re.findall(r"\.Values((?:\.[A-Za-z_]\w*)+)", text):
+            assert lookup(v, dotted[1:])[0], f"{name}: .Values{dotted} is not in values.yaml"
+        for used in re.findall(r'include "([\w.]+)"', text):
+            assert used in defined, f"{name}: include of undefined template {used}"
+
+
+def test_templates_reference_only_existing_service_keys() -> None:
+    """``$svc.x.y`` (a `range` over .Values.services, or `.svc` in the helpers) exists in the blocks."""
+    blocks = list(chart_services().values())
+    for name, text in templates().items():
+        variables = re.findall(r"range \$\w+, (\$\w+) := \$?\.Values\.services", text)
+        patterns = [re.escape(var) for var in variables] + (["\\.svc"] if name == "_helpers.tpl" else [])
+        for pattern in patterns:
+            for dotted in re.findall(rf"{pattern}((?:\.[A-Za-z_]\w*)+)", text):
+                path = dotted[1:]
+                parent = path.rpartition(".")[0]
+                assert any(lookup(b, path)[0] for b in blocks), f"{name}: {pattern}{dotted} is in no service block"
+                if parent:
+                    assert all(lookup(b, parent)[0] for b in blocks), f"{name}: {parent} missing in a service block"
+
+
+# Rendered by Helm's own engine, where it is installed: helm-python-sdk (PyPI) embeds the Helm v4 Go
+# SDK as a C library, so no helm binary is needed. Without it these tests skip; the static checks
+# above still hold the chart to the code.
+
+
+@pytest.fixture(scope="module")
+def helm() -> Any:
+    return pytest.importorskip("helm_python")
+
+
+def render(helm: Any, overrides: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """kind -> rendered objects."""
+    with helm.Chart.load(str(CHART)) as chart:
+        manifests = chart.render(overrides, name="demo", namespace="shop")
+    objects: dict[str, list[dict[str, Any]]] = {}
+    for text in manifests.values():
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.setdefault(doc["kind"], []).append(doc)
+    return objects
+
+
+def component(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def test_helm_lints_clean(helm: Any) -> None:
+    assert helm.lint(str(CHART))["errors"] == []
+
+
+def test_helm_renders_what_the_code_expects(helm: Any) -> None:
+    objects = render(helm, {})
+    deployments = {component(d): d for d in objects["Deployment"]}
+    services = {s["metadata"]["name"]: s for s in objects["Service"]}
+    assert set(deployments) == set(SERVICES)
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"] == ["serve", name]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert set(env) <= valid_env(name), name
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected_ports(name)
+        if "http" in expected_ports(name):
+            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        else:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["grpc"] == {"port": expected_ports(name)["grpc"]}, (name, probe)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["terminationGracePeriodSeconds"] > grace_seconds()
+        for var, target in address_fields(name).items():
+            host, _, port = env[var].rpartition(":")
+            assert component(services[host]) == target
+            assert int(port) == defaults(target).port
+            assert {"name": "grpc", "port": int(port)} in [
+                {"name": p["name"], "port": p["port"]} for p in services[host]["spec"]["ports"]]
+    autoscaled = {h["spec"]["scaleTargetRef"]["name"] for h in objects["HorizontalPodAutoscaler"]}
+    assert autoscaled == {d["metadata"]["name"] for n, d in deployments.items() if n != "gateway"}
+    for policy in objects["NetworkPolicy"]:
+        pod_labels = deployments[component(policy)]["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_helm_gpu_and_external_qdrant(helm: Any) -> None:
+    objects = render(helm, {
+        "qdrant": {"url": "https://qdrant.example:6333", "apiKey": {"secretName": "qdrant"}},
+        "services": {"text-encoder": {"gpu": {"enabled": True}}},
+    })
+    deployments = {component(d): d for d in objects["Deployment"]}
+    encoder = deployments["text-encoder"]["spec"]["template"]["spec"]
+    assert encoder["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert encoder["containers"][0]["image"].endswith("-cuda")
+    assert any(t["key"] == "nvidia.com/gpu" for t in encoder["tolerations"])
+    env = {e["name"]: e for e in deployments["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PRISM_GATEWAY_QDRANT_URL"]["value"] == "https://qdrant.example:6333"
+    assert env["PRISM_GATEWAY_QDRANT_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "qdrant", "key": "api-key"}
+
+
+def test_helm_enforces_the_schema(helm: Any) -> None:
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError):
+        chart.validate_schema({"services": {"gateway": {"replicas": "two"}}})
