@@ -30,6 +30,8 @@ class Settings(ServiceSettings):
     # Attribute that groups colour variants of one product (H&M's product_code).
     group_attribute: str = "product_code"
     facet_attributes: tuple[str, ...] = ("type", "colour")
+    # Facets are counted over this many top-ranked candidates.
+    facet_pool: int = 200
     # Weights of the image and text similarity in "similar products".
     similar_image_weight: float = 0.5
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from prism.encoding import Backend, EncoderLimits, EncoderServicer, RawItem, encoder_grpc_service
@@ -36,13 +37,19 @@ def make_backend(embedder: ImageEmbedder, settings: Settings) -> Backend[Image.I
         # while the batcher thread keeps the model busy.
         return decode_image(item.data or b"", limits)
 
+    views = tuple(settings.views)
+
+    def run(images: list[Image.Image]) -> np.ndarray:
+        return embedder.embed_views(images, views) if views else embedder.embed(images)
+
     return Backend(
         model_id=embedder.model_id,
         dim=embedder.dim,
-        device=str(getattr(embedder, "device", "cpu")),
+        device=str(embedder.device),
         prepare=prepare,
-        run=lambda images: embedder.embed(images),
+        run=run,
         warmup_items=(RawItem(kind="media", data=_warm_png()),),
+        views=len(views),
     )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from prism.models.views import VIEWS, View
 from prism.settings import ServiceSettings
 
 
@@ -17,5 +18,8 @@ class Settings(ServiceSettings):
     max_image_pixels: int = 40_000_000
     threads: int | None = None
     cache_vectors: bool = True
+    # Views of each photo, indexed together and matched by MaxSim (see prism.models.efficientnet.VIEWS);
+    # empty: one centre-crop vector per photo.
+    views: tuple[View, ...] = VIEWS
     # Folder of the object store for media passed by key (embedded mode); unset: bytes only.
     store_dir: str | None = None

@@ -130,22 +130,26 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
     import httpx
 
     from prism.embedded import start_suite
+    from prism.pipeline import VectorLayout
 
     records = [p for p in catalog.products() if p.images]
     rng = np.random.default_rng(0)
     with start_suite(common=common, index_path=None, http_port=0, collection="bench") as suite:
         index = suite.gateway.core.index
-        layout = {"text": suite.gateway.core.text.info().dim, "image": suite.gateway.core.image.info().dim}
-        index.ensure_collection(layout)
+        layout = VectorLayout.of(suite.gateway.core.text, suite.gateway.core.image)
+        index.ensure_collection(layout.dims, layout.multivector)
+        views = max(suite.gateway.core.image.info().views, 1)
         # Real records and real query encoders; vectors are synthetic unit vectors (exact search cost
         # does not depend on their content) so the benchmark does not spend minutes encoding 10k photos.
         for start in range(0, n_products, 1000):
             items = []
             for i in range(start, min(start + 1000, n_products)):
                 p = records[i % len(records)]
-                vecs = {
-                    k: (v := rng.standard_normal(d).astype(np.float32)) / np.linalg.norm(v) for k, d in layout.items()
-                }
+                vecs = {}
+                for name, dim in layout.dims.items():
+                    shape = (views, dim) if name in layout.multivector else (dim,)
+                    v = rng.standard_normal(shape).astype(np.float32)
+                    vecs[name] = v / np.linalg.norm(v, axis=-1, keepdims=True)
                 payload = {**p.to_record(), "id": f"{p.id}-{i}", "catalog_root": str(catalog.root)}
                 items.append((f"{p.id}-{i}", vecs, payload))
             index.upsert(items)

@@ -60,8 +60,13 @@ class Backend(Generic[P]):
     dim: int
     device: str
     prepare: Callable[[RawItem], P]  # validate/decode one input; raises InvalidInput
-    run: Callable[[list[P]], np.ndarray]  # the model on a batch of prepared inputs
+    # The model on a batch of prepared inputs: (n, dim), or (n, views, dim) for multi-view encoders.
+    run: Callable[[list[P]], np.ndarray]
     warmup_items: tuple[RawItem, ...] = ()
+    views: int = 0  # vectors per input (0: one vector)
+
+    def shape(self) -> tuple[int, ...]:
+        return (self.views, self.dim) if self.views else (self.dim,)
 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
@@ -126,14 +131,14 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
         keys: list[str | None] = [None] * len(items)
         for i, item in enumerate(items):
             content: bytes | str = item.text if item.text is not None else (item.data or b"")
-            keys[i] = cache_key(backend.model_id, "native", item.kind, content)
+            keys[i] = cache_key(backend.model_id, str(backend.shape()), item.kind, content)
         cached = self._cache.get_many([k for k in keys if k is not None]) if self._cache else {}
         todo: list[int] = []
         prepared: list[P] = []
         for i, item in enumerate(items):
             key = keys[i]
             if key is not None and key in cached:
-                results[i] = cached[key]
+                results[i] = cached[key].reshape(backend.shape())
                 continue
             try:
                 prepared.append(backend.prepare(item))
@@ -201,14 +206,41 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             if isinstance(r, PrismError):
                 out.embeddings.append(encoder_pb2.Embedding(error=types_pb2.ItemError(code=r.code, message=r.message)))
             else:
-                out.embeddings.append(encoder_pb2.Embedding(vector=types_pb2.Vector(values=r.tolist())))
+                out.embeddings.append(_embedding(r))
         return out
 
     def Info(self, request: encoder_pb2.InfoRequest, context: grpc.ServicerContext) -> encoder_pb2.InfoResponse:  # noqa: N802
         b = self.backend
         return encoder_pb2.InfoResponse(
-            model_id=b.model_id, modality=self.modality, dim=b.dim, max_batch=self._max_batch, device=b.device
+            model_id=b.model_id,
+            modality=self.modality,
+            dim=b.dim,
+            max_batch=self._max_batch,
+            device=b.device,
+            views=b.views,
         )
+
+
+def normalized_mean(views: np.ndarray) -> np.ndarray:
+    """One unit vector summarising several unit vectors (rows)."""
+    mean: np.ndarray = np.asarray(views, dtype=np.float32).reshape(-1, views.shape[-1]).mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def _embedding(vec: np.ndarray) -> encoder_pb2.Embedding:
+    if vec.ndim == 2:
+        return encoder_pb2.Embedding(
+            vector=types_pb2.Vector(values=normalized_mean(vec).tolist()),
+            views=[types_pb2.Vector(values=row.tolist()) for row in vec],
+        )
+    return encoder_pb2.Embedding(vector=types_pb2.Vector(values=vec.tolist()))
+
+
+def _decode(e: encoder_pb2.Embedding) -> np.ndarray:
+    """(dim,) for single-vector embeddings, (views, dim) for multi-view ones."""
+    if e.views:
+        return np.stack([np.asarray(v.values, dtype=np.float32) for v in e.views])
+    return np.asarray(e.vector.values, dtype=np.float32)
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -271,7 +303,7 @@ class EncoderClient:
     def embed_media(
         self, media: Sequence[bytes | str], timeout: float | None = None
     ) -> list[np.ndarray | InvalidInput]:
-        """Vectors for media given as bytes or object keys; bad items come back as InvalidInput."""
+        """Per item: (dim,) or (views, dim) for multi-view encoders, or the InvalidInput that refused it."""
         req = encoder_pb2.EmbedRequest(
             media=[types_pb2.Media(data=m) if isinstance(m, bytes) else types_pb2.Media(object_key=m) for m in media]
         )
@@ -281,7 +313,7 @@ class EncoderClient:
             if e.HasField("error"):
                 out.append(InvalidInput(e.error.message, code=e.error.code))
             else:
-                out.append(np.asarray(e.vector.values, dtype=np.float32))
+                out.append(_decode(e))
         return out
 
     def embed_one_media(self, data: bytes, timeout: float | None = None) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,27 +152,43 @@ class ProductIndex:
 
     # -- schema -----------------------------------------------------------------------------
     def ensure_collection(
-        self, vectors: Mapping[str, int], indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES
+        self,
+        vectors: Mapping[str, int],
+        multivector: Collection[str] = (),
+        indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES,
     ) -> bool:
         """Create the collection with these named vectors (cosine) unless it exists; returns True if created.
 
-        An existing collection with other vector names or sizes is refused: mixing models in one
-        index would silently compare vectors from different spaces.
+        Names in ``multivector`` hold several vectors per point (views of a photo) compared by MaxSim.
+        An existing collection with other vector names, sizes or kinds is refused: mixing models in
+        one index would silently compare vectors from different spaces.
         """
+        want = {name: (dim, name in multivector) for name, dim in vectors.items()}
         if self.client.collection_exists(self.collection):
             current = self.client.get_collection(self.collection).config.params.vectors
-            have = {k: v.size for k, v in current.items()} if isinstance(current, dict) else {}
-            if have != dict(vectors):
+            have = (
+                {k: (v.size, v.multivector_config is not None) for k, v in current.items()}
+                if isinstance(current, dict)
+                else {}
+            )
+            if have != want:
                 raise RuntimeError(
-                    f"collection {self.collection!r} has vectors {have}, this configuration needs {dict(vectors)}; "
+                    f"collection {self.collection!r} has vectors {have}, this configuration needs {want}; "
                     "use another collection name or a fresh index folder"
                 )
             return False
         self.client.create_collection(
             self.collection,
             vectors_config={
-                name: qm.VectorParams(size=dim, distance=qm.Distance.COSINE, on_disk=False)
-                for name, dim in vectors.items()
+                name: qm.VectorParams(
+                    size=dim,
+                    distance=qm.Distance.COSINE,
+                    on_disk=False,
+                    multivector_config=(
+                        qm.MultiVectorConfig(comparator=qm.MultiVectorComparator.MAX_SIM) if multi else None
+                    ),
+                )
+                for name, (dim, multi) in want.items()
             },
             hnsw_config=qm.HnswConfigDiff(m=16, ef_construct=128),
         )
@@ -256,9 +272,21 @@ class ProductIndex:
         offset: int = 0,
         query_filter: qm.Filter | None = None,
         with_payload: Sequence[str] | bool = True,
+        query_views: int | None = None,
     ) -> list[ScoredProduct]:
-        """Nearest products by one named vector; ``query`` is a vector or a product id (query by id)."""
-        q: Any = point_id(query) if isinstance(query, str) else np.asarray(query, dtype=np.float32).tolist()
+        """Nearest products by one named vector; ``query`` is a vector, a (views, dim) multivector, or a
+        product id (query by id).
+
+        MaxSim sums one cosine per query view; scores are divided by the number of query views
+        (given as ``query_views`` for a query by id) so every score reads as a cosine.
+        """
+        if isinstance(query, str):
+            q: Any = point_id(query)
+            scale = 1.0 / max(query_views or 1, 1)
+        else:
+            arr = np.asarray(query, dtype=np.float32)
+            q = arr.tolist()
+            scale = 1.0 / arr.shape[0] if arr.ndim == 2 else 1.0
         res = self.client.query_points(
             self.collection,
             query=q,
@@ -271,22 +299,11 @@ class ProductIndex:
         return [
             ScoredProduct(
                 product_id=str((p.payload or {}).get("product_id", "")),
-                score=float(p.score),
+                score=float(p.score) * scale,
                 payload=dict(p.payload or {}),
             )
             for p in res.points
         ]
-
-    def facets(
-        self, keys: Sequence[str], query_filter: qm.Filter | None = None, limit: int = 20
-    ) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for key in keys:
-            res = self.client.facet(
-                self.collection, f"attributes.{_check_field(key)}", facet_filter=query_filter, limit=limit, exact=True
-            )
-            out[key] = {str(h.value): int(h.count) for h in res.hits}
-        return out
 
     def scroll_ids(self, query_filter: qm.Filter | None = None) -> list[str]:
         ids: list[str] = []

@@ -20,7 +20,7 @@ import structlog
 
 from prism import metrics
 from prism.catalog import Catalog, Product, StripMode, parse_product
-from prism.encoding import EncoderClient
+from prism.encoding import EncoderClient, normalized_mean
 from prism.errors import InvalidInput
 from prism.index import ProductIndex
 from prism.progress import Progress
@@ -67,8 +67,17 @@ class _Prepared:
     content_hash: str
 
 
-def vector_layout(text: EncoderClient, image: EncoderClient) -> dict[str, int]:
-    return {"text": int(text.info().dim), "image": int(image.info().dim)}
+@dataclass(frozen=True)
+class VectorLayout:
+    """Named vectors of the product collection, as the running encoders produce them."""
+
+    dims: dict[str, int]
+    multivector: frozenset[str]
+
+    @classmethod
+    def of(cls, text: EncoderClient, image: EncoderClient) -> VectorLayout:
+        img = image.info()
+        return cls({"text": int(text.info().dim), "image": int(img.dim)}, frozenset({"image"} if img.views else ()))
 
 
 class Ingestor:
@@ -80,7 +89,8 @@ class Ingestor:
         self.image = image
         self.batch_size = batch_size
         self._models = f"{text.info().model_id}|{image.info().model_id}"
-        index.ensure_collection(vector_layout(text, image))
+        self.layout = VectorLayout.of(text, image)
+        index.ensure_collection(self.layout.dims, self.layout.multivector)
 
     def _prepare(self, catalog: Catalog, product: Product, strip: StripMode) -> _Prepared:
         p = product.stripped(strip)
@@ -184,9 +194,17 @@ class Ingestor:
             if pid in text_vecs:
                 vecs["text"] = text_vecs[pid]
             if image_vecs.get(pid):
-                mean = np.mean(image_vecs[pid], axis=0)
-                vecs["image"] = mean / max(float(np.linalg.norm(mean)), 1e-12)
-            payload = {**p.product.to_record(), "catalog_root": str(catalog.root), "content_hash": p.content_hash}
+                if "image" in self.layout.multivector:
+                    # every view of every photo: a query matching any one of them finds the product
+                    vecs["image"] = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
+                else:
+                    vecs["image"] = normalized_mean(np.stack(image_vecs[pid]))
+            payload = {
+                **p.product.to_record(),
+                "catalog_root": str(catalog.root),
+                "content_hash": p.content_hash,
+                "vectors": sorted(vecs),  # which named vectors this product has (similar-by-id needs it)
+            }
             items.append((pid, vecs, payload))
         self.index.upsert(items)
         report.indexed += len(items)

@@ -118,9 +118,7 @@ def test_flip_is_close_unrelated_is_far(
     assert unrelated < flipped - 0.3
 
 
-def test_batch_size_does_not_change_vectors(
-    coffee: Image.Image, cat: Image.Image, others: list[Image.Image]
-) -> None:
+def test_batch_size_does_not_change_vectors(coffee: Image.Image, cat: Image.Image, others: list[Image.Image]) -> None:
     images = [coffee, cat, *others]
     one_by_one = load_image_embedder(batch_size=1)
     in_one_batch = load_image_embedder(batch_size=32)
@@ -141,6 +139,8 @@ def test_preprocess(embedder: ImageEmbedder, cat: Image.Image) -> None:
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert float(x.min()) >= -127 / 128 and float(x.max()) <= 1.0
     assert torch.all(x[1] == 0)  # (127 - 127) / 128
+    clear = embedder.preprocess([Image.new("RGBA", (300, 200), (0, 0, 0, 0))])
+    assert torch.all(clear == 1.0)  # transparent -> white (255 - 127) / 128, as decode_image does
 
 
 def test_preprocess_matches_resize_then_center_crop(embedder: ImageEmbedder, cat: Image.Image) -> None:

@@ -62,7 +62,6 @@ def test_search_filters_and_query_by_id() -> None:
     assert {h.product_id for h in cheap} == {"a", "c"}
     like_a = idx.search("image", "a", limit=2)
     assert like_a[0].product_id == "b" and "a" not in [h.product_id for h in like_a]
-    assert idx.facets(["colour"]) == {"colour": {"Blue": 2, "Red": 1}}
 
 
 def test_mismatched_vectors_are_refused_and_bad_filter_fields_rejected() -> None:

@@ -42,9 +42,7 @@ def raw_png(width: int, height: int, bit_depth: int, colour_type: int, rows: lis
     """A PNG built byte by byte (for what Pillow cannot write: 16-bit RGB, lying headers)."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     idat = zlib.compress(b"".join(b"\x00" + row for row in rows))  # filter type 0 per row
-    return (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def huge_png_header(width: int, height: int) -> bytes:
@@ -375,9 +373,7 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_malformed_exif_is_ignored() -> None:
-    data = encode(
-        Image.new("RGB", (8, 4), "red"), "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff"
-    )
+    data = encode(Image.new("RGB", (8, 4), "red"), "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
     assert decode_image(data).size == (8, 4)
 
 

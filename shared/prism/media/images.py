@@ -214,7 +214,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[ImageFile.ImageFile, str, i
         with _quiet_pil():
             im = Image.open(BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
-        raise MediaError(f"the image is too large: {exc}", code="image_too_large") from exc
+        raise MediaError(  # Pillow refused the declared size itself (over 2 * MAX_IMAGE_PIXELS)
+            f"the image declares too many pixels; the limit is {limits.max_pixels} pixels", code="image_too_large"
+        ) from exc
     except UnidentifiedImageError as exc:
         if detected is None:
             raise _unsupported(None, limits) from exc

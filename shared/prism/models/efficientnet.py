@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from prism.media.images import to_rgb
+from prism.models.views import VIEWS, View
+
 __all__ = [
     "MODEL_ID",
     "EMBEDDING_DIM",
@@ -237,13 +240,17 @@ def load_state_dict(model: EfficientNetLite0, path: str | None = None) -> None:
 # preprocessing
 
 
-def _crop_box(width: int, height: int) -> tuple[float, float, float, float]:
-    """Source-pixel box that "resize shorter side to 256, center-crop 224" maps onto 224x224."""
+# Shorter side resized to this, then centre-cropped to 224 ("full" squashes the whole frame).
+_VIEW_RESIZE: dict[str, int] = {"center": RESIZE_SIZE, "zoom": 298}
+
+
+def _crop_box(width: int, height: int, resize: int = RESIZE_SIZE) -> tuple[float, float, float, float]:
+    """Source-pixel box that "resize shorter side to ``resize``, center-crop 224" maps onto 224x224."""
     # the same integer sizes as torchvision's Resize(256) (the long side is truncated) ...
     if width <= height:
-        resized_w, resized_h = RESIZE_SIZE, int(RESIZE_SIZE * height / width)
+        resized_w, resized_h = resize, int(resize * height / width)
     else:
-        resized_w, resized_h = int(RESIZE_SIZE * width / height), RESIZE_SIZE
+        resized_w, resized_h = int(resize * width / height), resize
     # ... and the same offsets as its CenterCrop(224)
     left = int(round((resized_w - IMAGE_SIZE) / 2.0))
     top = int(round((resized_h - IMAGE_SIZE) / 2.0))
@@ -252,7 +259,7 @@ def _crop_box(width: int, height: int) -> tuple[float, float, float, float]:
     return (left * sx, top * sy, (left + IMAGE_SIZE) * sx, (top + IMAGE_SIZE) * sy)
 
 
-def _to_224(image: Image.Image) -> np.ndarray:
+def _to_224(image: Image.Image, view: View = "center") -> np.ndarray:
     """One image -> (224, 224, 3) uint8.
 
     Resizing only the crop's source box straight to 224x224 (Pillow's ``box=``) is the same as
@@ -260,24 +267,22 @@ def _to_224(image: Image.Image) -> np.ndarray:
     ``reducing_gap`` lets Pillow shrink big photos by an integer factor first (much faster,
     visually identical).
     """
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    out = image.resize(
-        (IMAGE_SIZE, IMAGE_SIZE),
-        Image.Resampling.BILINEAR,
-        box=_crop_box(*image.size),
-        reducing_gap=3.0,
-    )
+    image = to_rgb(image)  # alpha composited on white, 16-bit scaled, as decode_image does
+    if view == "full":
+        box = (0.0, 0.0, float(image.width), float(image.height))
+    else:
+        box = _crop_box(*image.size, _VIEW_RESIZE[view])
+    out = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
     return np.asarray(out, dtype=np.uint8)
 
 
-def preprocess_uint8(images: Sequence[Image.Image]) -> torch.Tensor:
+def preprocess_uint8(images: Sequence[Image.Image], view: View = "center") -> torch.Tensor:
     """(n, 3, 224, 224) uint8 tensor in channels_last memory layout (no copy from NHWC)."""
     if len(images) == 0:
         return torch.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8).contiguous(
             memory_format=torch.channels_last
         )
-    batch = np.stack([_to_224(im) for im in images])  # (n, 224, 224, 3)
+    batch = np.stack([_to_224(im, view) for im in images])  # (n, 224, 224, 3)
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
 
@@ -333,6 +338,21 @@ class ImageEmbedder:
         out = F.normalize(out, dim=1)
         return out.numpy()
 
+    def embed_views(self, images: Sequence[Image.Image], views: Sequence[View] = VIEWS) -> np.ndarray:
+        """float32 (n, len(views), 1280): L2-normalised features of several views of each image,
+        all views of a batch going through the model together."""
+        n, v = len(images), len(views)
+        if n == 0:
+            return np.zeros((0, v, self.dim), dtype=np.float32)
+        out = torch.empty((n * v, self.dim), dtype=torch.float32)
+        per_batch = max(1, self.batch_size // v)
+        for start in range(0, n, per_batch):
+            chunk = images[start : start + per_batch]
+            # rows ordered image-major: (img0 view0, img0 view1, ..., img1 view0, ...)
+            x = torch.stack([preprocess_uint8(chunk, view) for view in views], dim=1).flatten(0, 1)
+            out[start * v : (start + len(chunk)) * v] = self._features(x)
+        return F.normalize(out, dim=1).reshape(n, v, self.dim).numpy()
+
     def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
         """float32 (n, 1000) softmax probabilities over the ImageNet-1k classes."""
         probs = [p for _, p in self._run(images, want_logits=True)]
@@ -353,9 +373,7 @@ class ImageEmbedder:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _run(
-        self, images: Sequence[Image.Image], *, want_logits: bool
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _run(self, images: Sequence[Image.Image], *, want_logits: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields (features float32 (b, 1280), probabilities float32 (b, 1000) or empty) per batch."""
         empty = torch.empty(0)
         for start in range(0, len(images), self.batch_size):
@@ -370,6 +388,15 @@ class ImageEmbedder:
                 feats32 = feats.float().cpu()
                 probs = torch.softmax(logits.float(), dim=1).cpu() if logits is not None else empty
             yield feats32, probs
+
+    def _features(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """(b, 3, 224, 224) uint8 -> float32 (b, 1280) pooled features on the CPU."""
+        with torch.inference_mode():
+            x = x_uint8.to(self.device, non_blocking=True)
+            x = _normalise(x, self.dtype).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+                feats = self.model.forward_features(x)
+            return feats.float().cpu()
 
     @property
     def _bf16(self) -> bool:

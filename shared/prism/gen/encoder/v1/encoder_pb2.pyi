@@ -39,12 +39,14 @@ class EmbedRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., media: _Optional[_Iterable[_Union[_types_pb2.Media, _Mapping]]] = ..., text_kind: _Optional[_Union[TextKind, str]] = ..., space: _Optional[_Union[Space, str]] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("vector", "error")
+    __slots__ = ("vector", "error", "views")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
     vector: _types_pb2.Vector
     error: _types_pb2.ItemError
-    def __init__(self, vector: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., error: _Optional[_Union[_types_pb2.ItemError, _Mapping]] = ...) -> None: ...
+    views: _containers.RepeatedCompositeFieldContainer[_types_pb2.Vector]
+    def __init__(self, vector: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., error: _Optional[_Union[_types_pb2.ItemError, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "model_id", "dim", "space")
@@ -63,17 +65,19 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "modality", "dim", "shared_dim", "max_batch", "device")
+    __slots__ = ("model_id", "modality", "dim", "shared_dim", "max_batch", "device", "views")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     SHARED_DIM_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     modality: str
     dim: int
     shared_dim: int
     max_batch: int
     device: str
-    def __init__(self, model_id: _Optional[str] = ..., modality: _Optional[str] = ..., dim: _Optional[int] = ..., shared_dim: _Optional[int] = ..., max_batch: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    views: int
+    def __init__(self, model_id: _Optional[str] = ..., modality: _Optional[str] = ..., dim: _Optional[int] = ..., shared_dim: _Optional[int] = ..., max_batch: _Optional[int] = ..., device: _Optional[str] = ..., views: _Optional[int] = ...) -> None: ...
