@@ -38,8 +38,8 @@ lint: $(STAMP) ## ruff on the hand-written code
 typecheck: $(STAMP) ## mypy --strict on the hand-written code
 	$(VENV)/bin/mypy shared/prism services
 
-test: $(STAMP) ## everything CI runs: lint, then unit, integration and end-to-end tests
-	$(MAKE) --no-print-directory lint
+test: $(STAMP) ## everything CI runs: lint, types, then unit, integration and end-to-end tests
+	$(MAKE) --no-print-directory lint typecheck
 	$(VENV)/bin/pytest -q
 
 test-fast: $(STAMP) ## unit tests only

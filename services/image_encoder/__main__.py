@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from prism.logs import setup_logging
-from prism.metrics import serve_metrics
-from prism.settings import CommonSettings
+from prism.service_main import run_grpc_service
 
 from .server import build_service
 from .settings import Settings
 
 
 def main() -> None:
-    common, settings = CommonSettings(), Settings()
-    setup_logging(common.log_level, common.log_format if common.log_format != "auto" else "json")
-    serve_metrics(settings.metrics_port, settings.host)
-    service, _ = build_service(settings, common)
-    service.serve_forever()
+    run_grpc_service(Settings(), build_service)
 
 
 if __name__ == "__main__":
