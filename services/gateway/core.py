@@ -21,7 +21,6 @@ from prism.encoding import EncoderClient
 from prism.errors import InvalidInput, NotFound
 from prism.index import ProductIndex, ScoredProduct, build_filter
 from prism.media.images import ImageLimits, probe_image
-from prism.pipeline import MAX_IMAGES_PER_PRODUCT
 
 from .settings import Settings
 
@@ -262,17 +261,14 @@ class SearchCore:
         )
         pool = max(3 * (offset + opts.k + 1), 50)
         w_img = self.settings.similar_image_weight
-        # The image field holds views-per-photo x photos vectors; MaxSim by id sums over all of them.
-        n_images = min(len(payload.get("images") or []), MAX_IMAGES_PER_PRODUCT)
         has = set(payload.get("vectors") or ())
-        fields = [("text", 1)] if "text" in has else []
-        if "image" in has:
-            fields.append(("image", max(self.image.info().views, 1) * n_images))
+        queries: dict[str, np.ndarray | str] = {name: pid for name in ("text", "image") if name in has}
+        if "image_views" in has:
+            # the product's own views, rescored by MaxSim like a photo query
+            queries["image"] = self.index.vectors(pid, ["image_views"])["image_views"]
         lists = {
-            using: self.index.search(
-                using, pid, limit=pool, query_filter=flt, with_payload=HIT_FIELDS, query_views=views
-            )
-            for using, views in fields
+            using: self.index.search(using, q, limit=pool, query_filter=flt, with_payload=HIT_FIELDS)
+            for using, q in queries.items()
         }
         by_list = {using: {s.product_id: s.score for s in found} for using, found in lists.items()}
         if len(by_list) == 1:  # one modality only: it gets the whole weight

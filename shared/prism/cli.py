@@ -62,7 +62,7 @@ def cmd_demo(args: argparse.Namespace, common: CommonSettings) -> int:
         print(
             f"\nPrism is serving {suite.gateway.core.index.count()} products at {suite.url}  (Ctrl-C to stop)\n"
             f"  curl -s {suite.url}/v1/search -H 'content-type: application/json' \\\n"
-            f"       -d '{{\"text\": \"blue dress\", \"k\": 5}}'\n"
+            f'       -d \'{{"text": "blue dress", "k": 5}}\'\n'
             f"  curl -s {suite.url}/v1/search -F image=@photo.jpg\n",
             flush=True,
         )

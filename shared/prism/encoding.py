@@ -29,6 +29,7 @@ from prism.logs import REQUEST_ID_HEADER, current_request_id
 from prism.settings import ServiceSettings
 from prism.storage import ObjectStore
 from prism.vector_cache import VectorCache, cache_key
+from prism.vectors import normalized_mean
 
 log = structlog.get_logger(__name__)
 
@@ -219,12 +220,6 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             device=b.device,
             views=b.views,
         )
-
-
-def normalized_mean(views: np.ndarray) -> np.ndarray:
-    """One unit vector summarising several unit vectors (rows)."""
-    mean: np.ndarray = np.asarray(views, dtype=np.float32).reshape(-1, views.shape[-1]).mean(axis=0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
 def _embedding(vec: np.ndarray) -> encoder_pb2.Embedding:

@@ -21,6 +21,7 @@ from qdrant_client import models as qm
 
 from prism import metrics
 from prism.errors import InvalidInput, NotFound
+from prism.vectors import maxsim, normalized_mean
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +109,15 @@ def build_filter(
     if not must and not must_not:
         return None
     return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+def _payload_selector(with_payload: Sequence[str] | bool) -> list[str] | bool:
+    return with_payload if isinstance(with_payload, bool) else list(with_payload)
+
+
+def _scored(payload: Mapping[str, Any] | None, score: float) -> ScoredProduct:
+    p = dict(payload or {})
+    return ScoredProduct(product_id=str(p.get("product_id", "")), score=score, payload=p)
 
 
 class _Serialized:
@@ -272,21 +282,18 @@ class ProductIndex:
         offset: int = 0,
         query_filter: qm.Filter | None = None,
         with_payload: Sequence[str] | bool = True,
-        query_views: int | None = None,
+        candidates: int = 200,
     ) -> list[ScoredProduct]:
-        """Nearest products by one named vector; ``query`` is a vector, a (views, dim) multivector, or a
-        product id (query by id).
+        """Nearest products by one named vector; ``query`` is a vector or a product id (query by id).
 
-        MaxSim sums one cosine per query view; scores are divided by the number of query views
-        (given as ``query_views`` for a query by id) so every score reads as a cosine.
+        A (views, dim) query searches ``using`` with the views' mean for ``candidates`` products,
+        then rescores them by MaxSim against the ``<using>_views`` multivector: Qdrant's
+        prefetch-and-rescore pattern (natively on a server; client-side in local mode, whose
+        multivector scoring loops over every point in Python).
         """
-        if isinstance(query, str):
-            q: Any = point_id(query)
-            scale = 1.0 / max(query_views or 1, 1)
-        else:
-            arr = np.asarray(query, dtype=np.float32)
-            q = arr.tolist()
-            scale = 1.0 / arr.shape[0] if arr.ndim == 2 else 1.0
+        if isinstance(query, np.ndarray) and query.ndim == 2:
+            return self._search_views(using, query, limit, offset, query_filter, with_payload, candidates)
+        q: Any = point_id(query) if isinstance(query, str) else np.asarray(query, dtype=np.float32).tolist()
         res = self.client.query_points(
             self.collection,
             query=q,
@@ -294,16 +301,50 @@ class ProductIndex:
             limit=limit,
             offset=offset,
             query_filter=query_filter,
-            with_payload=list(with_payload) if not isinstance(with_payload, bool) else with_payload,
+            with_payload=_payload_selector(with_payload),
         )
-        return [
-            ScoredProduct(
-                product_id=str((p.payload or {}).get("product_id", "")),
-                score=float(p.score) * scale,
-                payload=dict(p.payload or {}),
+        return [_scored(p.payload, float(p.score)) for p in res.points]
+
+    def _search_views(
+        self,
+        using: str,
+        views: np.ndarray,
+        limit: int,
+        offset: int,
+        query_filter: qm.Filter | None,
+        with_payload: Sequence[str] | bool,
+        candidates: int,
+    ) -> list[ScoredProduct]:
+        field = f"{using}_views"
+        mean = normalized_mean(views).tolist()
+        pool = max(candidates, offset + limit)
+        if not self.embedded:
+            res = self.client.query_points(
+                self.collection,
+                prefetch=qm.Prefetch(query=mean, using=using, limit=pool, filter=query_filter),
+                query=views.tolist(),
+                using=field,
+                limit=limit,
+                offset=offset,
+                with_payload=_payload_selector(with_payload),
             )
-            for p in res.points
-        ]
+            return [_scored(p.payload, float(p.score) / len(views)) for p in res.points]
+        first = self.client.query_points(
+            self.collection,
+            query=mean,
+            using=using,
+            limit=pool,
+            query_filter=query_filter,
+            with_payload=_payload_selector(with_payload),
+            with_vectors=[field],
+        )
+        scored = []
+        for p in first.points:
+            doc = (p.vector or {}).get(field) if isinstance(p.vector, dict) else None
+            score = maxsim(views, np.asarray(doc, dtype=np.float32)) if doc else float(p.score)
+            scored.append(_scored(p.payload, score))
+        scored.sort(key=lambda s: (-s.score, s.product_id))
+        return scored[offset : offset + limit]
 
     def scroll_ids(self, query_filter: qm.Filter | None = None) -> list[str]:
         ids: list[str] = []

@@ -20,10 +20,11 @@ import structlog
 
 from prism import metrics
 from prism.catalog import Catalog, Product, StripMode, parse_product
-from prism.encoding import EncoderClient, normalized_mean
+from prism.encoding import EncoderClient
 from prism.errors import InvalidInput
 from prism.index import ProductIndex
 from prism.progress import Progress
+from prism.vectors import normalized_mean
 
 log = structlog.get_logger(__name__)
 
@@ -76,8 +77,13 @@ class VectorLayout:
 
     @classmethod
     def of(cls, text: EncoderClient, image: EncoderClient) -> VectorLayout:
+        """``text``; ``image`` (one vector per product: the mean of its photos' views), and for a
+        multi-view image encoder ``image_views`` (every view, a MaxSim multivector used to rescore)."""
         img = image.info()
-        return cls({"text": int(text.info().dim), "image": int(img.dim)}, frozenset({"image"} if img.views else ()))
+        dims = {"text": int(text.info().dim), "image": int(img.dim)}
+        if img.views:
+            dims["image_views"] = int(img.dim)
+        return cls(dims, frozenset({"image_views"} if img.views else ()))
 
 
 class Ingestor:
@@ -194,11 +200,11 @@ class Ingestor:
             if pid in text_vecs:
                 vecs["text"] = text_vecs[pid]
             if image_vecs.get(pid):
-                if "image" in self.layout.multivector:
+                views = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
+                vecs["image"] = normalized_mean(views)
+                if "image_views" in self.layout.dims:
                     # every view of every photo: a query matching any one of them finds the product
-                    vecs["image"] = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
-                else:
-                    vecs["image"] = normalized_mean(np.stack(image_vecs[pid]))
+                    vecs["image_views"] = views
             payload = {
                 **p.product.to_record(),
                 "catalog_root": str(catalog.root),

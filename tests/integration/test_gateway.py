@@ -158,7 +158,7 @@ def test_health_metrics_and_page(http: httpx.Client) -> None:
     assert http.get("/readyz").status_code == 200
     metrics = http.get("/metrics").text
     assert 'prism_rpc_requests_total{code="OK",method="Embed",service="text-encoder"}' in metrics
-    assert "prism_batch_size_bucket" in metrics and "prism_http_latency_seconds" in metrics
+    assert "prism_items_total" in metrics and "prism_http_latency_seconds" in metrics
     page = http.get("/")
     assert page.status_code == 200 and '<input id="q"' in page.text
     assert http.post("/v1/search", json={"text": "x"}).headers["x-request-id"]
