@@ -212,7 +212,15 @@ class SearchCore:
         # actually reach), fetched in the same query: counting the whole collection per request is
         # an O(N) scan in embedded mode (~0.3 s per attribute at 10k products).
         limit = max(opts.k + 1, self.settings.facet_pool) if want_facets else opts.k + 1
-        found = self.index.search(using, query, limit=limit, offset=offset, query_filter=flt, with_payload=HIT_FIELDS)
+        found = self.index.search(
+            using,
+            query,
+            limit=limit,
+            offset=offset,
+            query_filter=flt,
+            with_payload=HIT_FIELDS,
+            candidates=self.settings.rescore_candidates,
+        )
         more = len(found) > opts.k
         hits = [self._hit(s, matched) for s in found[: opts.k]]
         facets = count_facets(found, opts.facets) if want_facets else {}
@@ -261,14 +269,13 @@ class SearchCore:
         )
         pool = max(3 * (offset + opts.k + 1), 50)
         w_img = self.settings.similar_image_weight
+        # Query by id on the dense vectors: "more like this" is about the kind of product, which
+        # the mean image vector carries; MaxSim rescoring is for finding the very product in a photo.
         has = set(payload.get("vectors") or ())
-        queries: dict[str, np.ndarray | str] = {name: pid for name in ("text", "image") if name in has}
-        if "image_views" in has:
-            # the product's own views, rescored by MaxSim like a photo query
-            queries["image"] = self.index.vectors(pid, ["image_views"])["image_views"]
         lists = {
-            using: self.index.search(using, q, limit=pool, query_filter=flt, with_payload=HIT_FIELDS)
-            for using, q in queries.items()
+            using: self.index.search(using, pid, limit=pool, query_filter=flt, with_payload=HIT_FIELDS)
+            for using in ("text", "image")
+            if using in has
         }
         by_list = {using: {s.product_id: s.score for s in found} for using, found in lists.items()}
         if len(by_list) == 1:  # one modality only: it gets the whole weight

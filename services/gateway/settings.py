@@ -30,6 +30,9 @@ class Settings(ServiceSettings):
     # Attribute that groups colour variants of one product (H&M's product_code).
     group_attribute: str = "product_code"
     facet_attributes: tuple[str, ...] = ("type", "colour")
+    # A photo query takes this many candidates from the mean image vector and rescores them by
+    # MaxSim over every view (Myntra: the same Recall@10 as scoring every product, at a fraction).
+    rescore_candidates: int = 100
     # Facets are counted over this many top-ranked candidates.
     facet_pool: int = 200
     # Weights of the image and text similarity in "similar products".
