@@ -89,11 +89,21 @@ class VectorLayout:
 class Ingestor:
     """Indexes products through the encoder services into one collection."""
 
-    def __init__(self, index: ProductIndex, text: EncoderClient, image: EncoderClient, *, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        index: ProductIndex,
+        text: EncoderClient,
+        image: EncoderClient,
+        *,
+        batch_size: int = 64,
+        timeout_s: float = 600.0,
+    ) -> None:
         self.index = index
         self.text = text
         self.image = image
         self.batch_size = batch_size
+        # A batch of photos x views on a busy CPU takes far longer than a query: its own deadline.
+        self.timeout_s = timeout_s
         self._models = f"{text.info().model_id}|{image.info().model_id}"
         self.layout = VectorLayout.of(text, image)
         index.ensure_collection(self.layout.dims, self.layout.multivector)
@@ -177,12 +187,12 @@ class Ingestor:
         text_vecs = dict(
             zip(
                 (p.product.id for p in with_text),
-                self.text.embed_texts([p.text for p in with_text], kind="passage"),
+                self.text.embed_texts([p.text for p in with_text], kind="passage", timeout=self.timeout_s),
                 strict=True,
             )
         )
         flat = [(p.product.id, m) for p in todo for m in p.media]
-        image_results = self.image.embed_media([m for _, m in flat]) if flat else []
+        image_results = self.image.embed_media([m for _, m in flat], timeout=self.timeout_s) if flat else []
         image_vecs: dict[str, list[np.ndarray]] = {}
         bad: dict[str, InvalidInput] = {}
         for (pid, _), res in zip(flat, image_results, strict=True):
