@@ -9,19 +9,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import structlog
+from qdrant_client import models as qm
 
 from prism.catalog import validate_product_id
 from prism.encoding import EncoderClient
 from prism.errors import InvalidInput, NotFound
 from prism.index import ProductIndex, ScoredProduct, build_filter
+from prism.lexical import Bm25Encoder, QueryTranslator
 from prism.media.images import ImageLimits, probe_image
 
+from .ranking import Fused, weighted_rrf
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -99,6 +102,8 @@ class SearchCore:
         self.text = text
         self.image = image
         self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+        self.lexical: Bm25Encoder | None = None
+        self.translator: QueryTranslator | None = None
 
     # -- validation ---------------------------------------------------------------------------
     def options(
@@ -188,15 +193,15 @@ class SearchCore:
     # -- searches -----------------------------------------------------------------------------
     def _run(
         self,
-        using: str,
-        query: np.ndarray | str,
+        retrieve: Callable[[int, qm.Filter | None], list[Fused]],
         opts: SearchOptions,
         fp_parts: Sequence[object],
-        matched: str,
+        *,
         exclude: Sequence[str] = (),
         must_not: Mapping[str, str] | None = None,
         start: float | None = None,
     ) -> SearchResult:
+        """Page through ``retrieve(limit, filter)`` (best first) with a cursor bound to the query."""
         t0 = start if start is not None else time.perf_counter()
         fp = self._fingerprint([*fp_parts, sorted(opts.filters.items()), opts.price_min, opts.price_max, opts.k])
         offset = self._offset(opts.cursor, fp)
@@ -211,25 +216,31 @@ class SearchCore:
         # Facets count attribute values over the head of the ranking (the candidates a shopper can
         # actually reach), fetched in the same query: counting the whole collection per request is
         # an O(N) scan in embedded mode (~0.3 s per attribute at 10k products).
-        limit = max(opts.k + 1, self.settings.facet_pool) if want_facets else opts.k + 1
-        found = self.index.search(
-            using,
-            query,
-            limit=limit,
-            offset=offset,
-            query_filter=flt,
-            with_payload=HIT_FIELDS,
-            candidates=self.settings.rescore_candidates,
-        )
-        more = len(found) > opts.k
-        hits = [self._hit(s, matched) for s in found[: opts.k]]
-        facets = count_facets(found, opts.facets) if want_facets else {}
+        limit = offset + opts.k + 1
+        found = retrieve(max(limit, self.settings.facet_pool) if want_facets else limit, flt)
+        page = found[offset : offset + opts.k]
+        hits = [self._hit(f.product, f.matched) for f in page]
+        facets = count_facets([f.product for f in found], opts.facets) if want_facets else {}
         return SearchResult(
             hits=hits,
-            next_cursor=self._cursor(offset + opts.k, fp) if more else None,
+            next_cursor=self._cursor(offset + opts.k, fp) if len(found) > offset + opts.k else None,
             took_ms=(time.perf_counter() - t0) * 1000,
             facets=facets,
         )
+
+    def _single(self, using: str, query: np.ndarray) -> Callable[[int, qm.Filter | None], list[Fused]]:
+        def retrieve(limit: int, flt: qm.Filter | None) -> list[Fused]:
+            found = self.index.search(
+                using,
+                query,
+                limit=limit,
+                query_filter=flt,
+                with_payload=HIT_FIELDS,
+                candidates=self.settings.rescore_candidates,
+            )
+            return [Fused(s, using) for s in found]
+
+        return retrieve
 
     @staticmethod
     def _hit(s: ScoredProduct, matched: str) -> Hit:
@@ -241,17 +252,45 @@ class SearchCore:
             matched=matched,
         )
 
+    def set_lexical(self, lexical: Bm25Encoder) -> None:
+        """Use these BM25 statistics (those the index was built with) for the lexical half of search."""
+        translator = QueryTranslator(vocabulary=lexical.vocabulary)
+        translator.warm()
+        self.lexical, self.translator = lexical, translator
+
     def search_text(self, text: object, opts: SearchOptions) -> SearchResult:
+        """Hybrid: dense text vectors and BM25 over the product text, fused by weighted RRF.
+
+        A Chinese (or mixed) query is translated to English with CC-CEDICT for the lexical half
+        and for the dense half too: the 4-bit e5 aligns short Chinese queries with English product
+        text poorly (MODELS.md), while the translation lands in the catalog's own words.
+        """
         t0 = time.perf_counter()
         q = self.validate_text(text)
-        vec = self.text.embed_texts([q], kind="query", timeout=self.settings.encoder_timeout_s)[0]
-        return self._run("text", vec, opts, ["text", q], "text", start=t0)
+        translation = self.translator.translate(q) if self.translator is not None else None
+        dense_text = translation.text if translation is not None and translation.text else q
+        vec = self.text.embed_texts([dense_text], kind="query", timeout=self.settings.encoder_timeout_s)[0]
+        lexical = self.lexical
+        if lexical is None or translation is None or self.settings.lexical_weight <= 0:
+            return self._run(self._single("text", vec), opts, ["text", q], start=t0)
+        sparse = lexical.encode_query(translation.weighted_terms())
+        weights = {"text": self.settings.dense_weight, "lexical": self.settings.lexical_weight}
+
+        def retrieve(limit: int, flt: qm.Filter | None) -> list[Fused]:
+            pool = max(limit, self.settings.hybrid_pool)
+            lists = {
+                "text": self.index.search("text", vec, limit=pool, query_filter=flt, with_payload=HIT_FIELDS),
+                "lexical": self.index.search("lexical", sparse, limit=pool, query_filter=flt, with_payload=HIT_FIELDS),
+            }
+            return weighted_rrf(lists, weights, self.settings.rrf_k)[:limit]
+
+        return self._run(retrieve, opts, ["text", q], start=t0)
 
     def search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
         t0 = time.perf_counter()
         probe_image(data, self.image_limits)  # refuse bad uploads before they reach the encoder
         vec = self.image.embed_one_media(data, timeout=self.settings.encoder_timeout_s)
-        return self._run("image", vec, opts, ["image", hashlib.sha256(data).hexdigest()], "image", start=t0)
+        return self._run(self._single("image", vec), opts, ["image", hashlib.sha256(data).hexdigest()], start=t0)
 
     def similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
         """Products like ``product_id``: image and text similarity combined, queried by id (no vector round trip)."""

@@ -12,6 +12,7 @@ from prism.encoding import EncoderClient
 from prism.gen.search.v1 import search_pb2, search_pb2_grpc
 from prism.grpc_server import GrpcService, Registration
 from prism.index import ProductIndex
+from prism.lexical import Bm25Encoder
 
 from .core import SearchCore
 from .grpc_api import SearchServicer
@@ -66,6 +67,8 @@ def build_gateway(settings: Settings, index: ProductIndex | None = None) -> Gate
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
     image = EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s)
     core = SearchCore(settings, index, text, image)
+    if settings.lexical_stats is not None and settings.lexical_stats.is_file():
+        core.set_lexical(Bm25Encoder.load(settings.lexical_stats))
     service = GrpcService(
         name=SERVICE_NAME,
         registrations=[

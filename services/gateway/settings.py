@@ -33,6 +33,13 @@ class Settings(ServiceSettings):
     # A photo query takes this many candidates from the mean image vector and rescores them by
     # MaxSim over every view (Myntra: the same Recall@10 as scoring every product, at a fraction).
     rescore_candidates: int = 100
+    # Hybrid text search: weighted reciprocal-rank fusion of dense text and BM25 lists of this size.
+    # BM25 statistics of the indexed catalog, written by ingestion (absent: dense text search only).
+    lexical_stats: Path | None = None
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    rrf_k: int = 60
+    hybrid_pool: int = 100
     # Facets are counted over this many top-ranked candidates.
     facet_pool: int = 200
     # Weights of the image and text similarity in "similar products".

@@ -51,8 +51,16 @@ class EmbeddedSuite:
     ) -> IngestReport:
         from prism.pipeline import Ingestor
 
-        ingestor = Ingestor(self.gateway.core.index, self.gateway.core.text, self.gateway.core.image)
-        return ingestor.ingest(catalog, strip=strip, prune=prune, limit=limit, show_progress=show_progress)
+        core = self.gateway.core
+        ingestor = Ingestor(core.index, core.text, core.image, lexical=core.lexical)
+        report = ingestor.ingest(catalog, strip=strip, prune=prune, limit=limit, show_progress=show_progress)
+        if core.lexical is not ingestor.lexical:
+            core.set_lexical(ingestor.lexical)
+        stats = core.settings.lexical_stats
+        if stats is not None:
+            stats.parent.mkdir(parents=True, exist_ok=True)
+            ingestor.lexical.save(stats)
+        return report
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -125,6 +133,7 @@ def start_suite(
         qdrant_url=None,
         index_path=index_path,
         collection=collection,
+        lexical_stats=index_path / "lexical.json" if index_path is not None else None,
     )
     gateway = build_gateway(gw_settings)
     gateway.grpc.start()

@@ -21,6 +21,7 @@ from qdrant_client import models as qm
 
 from prism import metrics
 from prism.errors import InvalidInput, NotFound
+from prism.lexical import SparseTerms, sparse_vector_params
 from prism.vectors import maxsim, normalized_mean
 
 log = structlog.get_logger(__name__)
@@ -165,6 +166,7 @@ class ProductIndex:
         self,
         vectors: Mapping[str, int],
         multivector: Collection[str] = (),
+        sparse: Collection[str] = (),
         indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES,
     ) -> bool:
         """Create the collection with these named vectors (cosine) unless it exists; returns True if created.
@@ -181,7 +183,8 @@ class ProductIndex:
                 if isinstance(current, dict)
                 else {}
             )
-            if have != want:
+            have_sparse = set((self.client.get_collection(self.collection).config.params.sparse_vectors or {}).keys())
+            if have != want or have_sparse != set(sparse):
                 raise RuntimeError(
                     f"collection {self.collection!r} has vectors {have}, this configuration needs {want}; "
                     "use another collection name or a fresh index folder"
@@ -200,6 +203,7 @@ class ProductIndex:
                 )
                 for name, (dim, multi) in want.items()
             },
+            sparse_vectors_config={name: sparse_vector_params() for name in sparse} or None,
             hnsw_config=qm.HnswConfigDiff(m=16, ef_construct=128),
         )
         fields: list[tuple[str, qm.PayloadSchemaType]] = [
@@ -215,14 +219,17 @@ class ProductIndex:
         return True
 
     # -- writes -----------------------------------------------------------------------------
-    def upsert(self, items: Sequence[tuple[str, Mapping[str, np.ndarray], dict[str, Any]]]) -> None:
+    def upsert(self, items: Sequence[tuple[str, Mapping[str, np.ndarray | SparseTerms], dict[str, Any]]]) -> None:
         """Upsert (product id, named vectors, payload) triples; one point per product."""
         if not items:
             return
         points = [
             qm.PointStruct(
                 id=point_id(pid),
-                vector={name: np.asarray(vec, dtype=np.float32).tolist() for name, vec in vecs.items()},
+                vector={
+                    name: vec.to_qdrant() if isinstance(vec, SparseTerms) else np.asarray(vec, dtype=np.float32).tolist()
+                    for name, vec in vecs.items()
+                },
                 payload={**payload, "product_id": pid},
             )
             for pid, vecs, payload in items
@@ -276,7 +283,7 @@ class ProductIndex:
     def search(
         self,
         using: str,
-        query: np.ndarray | str,
+        query: np.ndarray | str | SparseTerms,
         *,
         limit: int,
         offset: int = 0,
@@ -293,7 +300,14 @@ class ProductIndex:
         """
         if isinstance(query, np.ndarray) and query.ndim == 2:
             return self._search_views(using, query, limit, offset, query_filter, with_payload, candidates)
-        q: Any = point_id(query) if isinstance(query, str) else np.asarray(query, dtype=np.float32).tolist()
+        if isinstance(query, SparseTerms):
+            if not len(query):
+                return []  # no known term: nothing matches lexically
+            q: Any = query.to_qdrant()
+        elif isinstance(query, str):
+            q = point_id(query)
+        else:
+            q = np.asarray(query, dtype=np.float32).tolist()
         res = self.client.query_points(
             self.collection,
             query=q,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -23,6 +23,7 @@ from prism.catalog import Catalog, Product, StripMode, parse_product
 from prism.encoding import EncoderClient
 from prism.errors import InvalidInput
 from prism.index import ProductIndex
+from prism.lexical import Bm25Encoder, SparseTerms
 from prism.progress import Progress
 from prism.vectors import normalized_mean
 
@@ -74,6 +75,7 @@ class VectorLayout:
 
     dims: dict[str, int]
     multivector: frozenset[str]
+    sparse: frozenset[str] = frozenset({"lexical"})
 
     @classmethod
     def of(cls, text: EncoderClient, image: EncoderClient) -> VectorLayout:
@@ -97,6 +99,7 @@ class Ingestor:
         *,
         batch_size: int = 64,
         timeout_s: float = 600.0,
+        lexical: Bm25Encoder | None = None,
     ) -> None:
         self.index = index
         self.text = text
@@ -106,7 +109,9 @@ class Ingestor:
         self.timeout_s = timeout_s
         self._models = f"{text.info().model_id}|{image.info().model_id}"
         self.layout = VectorLayout.of(text, image)
-        index.ensure_collection(self.layout.dims, self.layout.multivector)
+        index.ensure_collection(self.layout.dims, self.layout.multivector, self.layout.sparse)
+        # BM25 statistics belong with the index; fitted on the first catalog ingested into it.
+        self.lexical = lexical or Bm25Encoder()
 
     def _prepare(self, catalog: Catalog, product: Product, strip: StripMode) -> _Prepared:
         p = product.stripped(strip)
@@ -141,6 +146,8 @@ class Ingestor:
         show_progress: bool = True,
     ) -> IngestReport:
         report = IngestReport()
+        if self.lexical.n_docs == 0:
+            self.lexical.fit(p.stripped(strip) for p in islice(catalog.products(), limit))
         total = len(catalog) if limit is None else min(limit, len(catalog))
         progress = Progress(f"ingest {catalog.name}", total, enabled=show_progress)
         seen: set[str] = set()
@@ -200,15 +207,18 @@ class Ingestor:
                 bad.setdefault(pid, res)
             else:
                 image_vecs.setdefault(pid, []).append(res)
-        items: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
+        items: list[tuple[str, Mapping[str, np.ndarray | SparseTerms], dict[str, Any]]] = []
         for p in todo:
             pid = p.product.id
             if pid in bad:
                 report.failed.append((pid, bad[pid].code, bad[pid].message))
                 continue
-            vecs: dict[str, np.ndarray] = {}
+            vecs: dict[str, np.ndarray | SparseTerms] = {}
             if pid in text_vecs:
                 vecs["text"] = text_vecs[pid]
+            terms = self.lexical.encode_document(p.product)
+            if len(terms):
+                vecs["lexical"] = terms
             if image_vecs.get(pid):
                 views = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
                 vecs["image"] = normalized_mean(views)
