@@ -227,7 +227,9 @@ class ProductIndex:
             qm.PointStruct(
                 id=point_id(pid),
                 vector={
-                    name: vec.to_qdrant() if isinstance(vec, SparseTerms) else np.asarray(vec, dtype=np.float32).tolist()
+                    name: vec.to_qdrant()
+                    if isinstance(vec, SparseTerms)
+                    else np.asarray(vec, dtype=np.float32).tolist()
                     for name, vec in vecs.items()
                 },
                 payload={**payload, "product_id": pid},
