@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", help="comma-separated query kinds (default: all supported)")
     p.set_defaults(fn=cmd_eval)
 
+    # `prism train ...` is handed whole to prism.training.train (its own options and --help); listed here for help.
+    sub.add_parser("train", help="learn the image->text projection on catalogs' (photo, text) pairs", add_help=False)
+
     p = sub.add_parser("serve", help="run one service (for docker-compose / helm)")
     p.add_argument("service", choices=sorted(SERVICES))
     p.set_defaults(fn=cmd_serve)
@@ -166,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _offline()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from prism.training.train import main as train_main
+
+        setup_logging(CommonSettings().log_level, CommonSettings().log_format)
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     common = CommonSettings()
     if args.command != "serve":

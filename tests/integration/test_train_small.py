@@ -1,0 +1,130 @@
+"""``prism train`` end to end on ~300 real Myntra products: files written, repeatable, and it learns."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from prism.catalog import Catalog
+from prism.training.features import extract_features
+from prism.training.heads import head_input, load_heads, project_image
+from prism.training.train import main, phrase_retrieval, split_by_group
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+N_PRODUCTS = 300
+SEED = 3
+HOLDOUT = 0.3
+
+
+@pytest.fixture(scope="module")
+def small_catalog(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 300 Myntra products with their photos (copied: a catalog may not link outside itself)."""
+    src = shared_data / "catalogs" / "myntra"
+    dst = tmp_path_factory.mktemp("catalogs") / "myntra-small"
+    (dst / "images").mkdir(parents=True)
+    lines = (src / "products.jsonl").read_text(encoding="utf-8").splitlines()[:N_PRODUCTS]
+    for line in lines:
+        for rel in json.loads(line)["images"]:
+            shutil.copy2(src / rel, dst / rel)  # keeps mtimes: the feature cache stays valid across sessions
+    (dst / "products.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dst
+
+
+def _args(catalog: Path, out: Path, cache_dir: Path) -> list[str]:
+    return [
+        "--catalog",
+        str(catalog),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--holdout-fraction",
+        str(HOLDOUT),
+        "--seed",
+        str(SEED),
+        "--cache-dir",
+        str(cache_dir),
+        "--quiet",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(small_catalog: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("models")
+    t0 = time.perf_counter()
+    assert main(_args(small_catalog, out, cache_dir)) == 0
+    return out, time.perf_counter() - t0
+
+
+def test_trains_in_budget_and_writes_manifest_and_model_card(trained: tuple[Path, float]) -> None:
+    out, seconds = trained
+    assert seconds < 60, f"training 300 products for 2 epochs took {seconds:.0f} s"
+    top = json.loads((out / "manifest.json").read_text())
+    version = out / "versions" / top["current"]
+    for name in ("image_head.safetensors", "image_head.json", "manifest.json", "model_card.json", "model_card.png"):
+        assert (version / name).is_file(), name
+    assert (version / "model_card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["version"] == top["current"]
+    assert manifest["encoders"]["image"] == {"id": "efficientnet-lite0-imagenet", "dim": 1280, "views": ["center"]}
+    assert manifest["encoders"]["text"] == {"id": "multilingual-e5-small-q4", "dim": 384}
+    assert len(manifest["data"]["hash"]) == 64
+    [info] = manifest["data"]["catalogs"]
+    assert info["products"] == N_PRODUCTS and info["train"] + info["validation"] + info["excluded"] == N_PRODUCTS
+    assert 0 < info["validation"] < info["train"]
+    assert manifest["training"]["seed"] == SEED and manifest["training"]["epochs"] == 2
+    assert set(manifest["metrics"]["myntra-small"]) >= {"ndcg@10", "recall@1", "recall@10"}
+    card = json.loads((version / "model_card.json").read_text())
+    assert [h["epoch"] for h in card["history"]] == [1, 2]
+    assert card["selected_epoch"] in (1, 2)
+
+
+def test_same_seed_gives_identical_weights(
+    trained: tuple[Path, float], small_catalog: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    first, _ = trained
+    # the second run goes through `python -m prism.training.train` (features now come from the cache)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "shared")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "prism.training.train", *_args(small_catalog, tmp_path, cache_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = load_file(str(load_heads(first).folder / "image_head.safetensors"))
+    b = load_file(str(load_heads(tmp_path).folder / "image_head.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_held_out_photo_to_text_retrieval_beats_random(
+    trained: tuple[Path, float], small_catalog: Path, cache_dir: Path
+) -> None:
+    out, _ = trained
+    heads = load_heads(out)
+    feats = extract_features(Catalog.open(small_catalog), cache_dir=cache_dir, show_progress=False)
+    held = split_by_group(feats.groups, HOLDOUT, SEED) & feats.has_image
+    val = feats.subset(np.flatnonzero(held))
+    z = project_image(heads, head_input(val.image, val.colour, heads.config, val.views))
+    learned = phrase_retrieval(z, val)
+    rng = np.random.default_rng(0)
+    chance = np.mean([phrase_retrieval(z[rng.permutation(len(z))], val)["ndcg@10"] for _ in range(20)])
+    assert learned["ndcg@10"] == pytest.approx(heads.manifest["metrics"]["myntra-small"]["ndcg@10"], abs=1e-6)
+    assert learned["ndcg@10"] > chance + 0.15, (learned, chance)
+    assert learned["text2photo_recall@10"] > 2 * min(1.0, 10 / len(z))
