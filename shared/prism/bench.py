@@ -130,6 +130,7 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
     import httpx
 
     from prism.embedded import start_suite
+    from prism.lexical import Bm25Encoder, SparseTerms
     from prism.pipeline import VectorLayout
 
     records = [p for p in catalog.products() if p.images]
@@ -137,7 +138,9 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
     with start_suite(common=common, index_path=None, http_port=0, collection="bench") as suite:
         index = suite.gateway.core.index
         layout = VectorLayout.of(suite.gateway.core.text, suite.gateway.core.image)
-        index.ensure_collection(layout.dims, layout.multivector)
+        index.ensure_collection(layout.dims, layout.multivector, layout.sparse)
+        lexical = Bm25Encoder().fit(records)  # real BM25 vectors: text search runs hybrid as in production
+        suite.gateway.core.set_lexical(lexical)
         views = max(suite.gateway.core.image.info().views, 1)
         # Real records and real query encoders; vectors are synthetic unit vectors (exact search cost
         # does not depend on their content) so the benchmark does not spend minutes encoding 10k photos.
@@ -145,11 +148,12 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
             items = []
             for i in range(start, min(start + 1000, n_products)):
                 p = records[i % len(records)]
-                vecs = {}
+                vecs: dict[str, np.ndarray | SparseTerms] = {}
                 for name, dim in layout.dims.items():
                     shape = (views, dim) if name in layout.multivector else (dim,)
                     v = rng.standard_normal(shape).astype(np.float32)
                     vecs[name] = v / np.linalg.norm(v, axis=-1, keepdims=True)
+                vecs["lexical"] = lexical.encode_document(p)
                 payload = {**p.to_record(), "id": f"{p.id}-{i}", "catalog_root": str(catalog.root)}
                 items.append((f"{p.id}-{i}", vecs, payload))
             index.upsert(items)
