@@ -10,7 +10,7 @@ from PIL import Image
 from prism.encoding import Backend, EncoderLimits, EncoderServicer, RawItem, encoder_grpc_service
 from prism.grpc_server import GrpcService
 from prism.media.images import ImageLimits, decode_image
-from prism.models.efficientnet import ImageEmbedder
+from prism.models.protocols import ImageModel
 from prism.settings import CommonSettings
 from prism.storage import FolderStore
 from prism.vector_cache import VectorCache
@@ -29,7 +29,7 @@ def _warm_png() -> bytes:
     return buf.getvalue()
 
 
-def make_backend(embedder: ImageEmbedder, settings: Settings) -> Backend[Image.Image]:
+def make_backend(embedder: ImageModel, settings: Settings) -> Backend[Image.Image]:
     limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
     def prepare(item: RawItem) -> Image.Image:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from prism.models.text import TextEmbedder, load_text_embedder
+from prism.models.protocols import TextModel
 from prism.settings import CommonSettings
 
 from .settings import Settings
 
 
-def load(settings: Settings, common: CommonSettings) -> TextEmbedder:
+def load(settings: Settings, common: CommonSettings) -> TextModel:
+    if common.clip_checkpoint is not None:
+        from prism.models.clip_shared import clip_towers
+
+        return clip_towers(common.clip_checkpoint, common.device)[0]
+    from prism.models.text import load_text_embedder
+
     return load_text_embedder(
         settings.model,
         common.cache_dir,

@@ -7,7 +7,7 @@ import numpy as np
 from prism.encoding import Backend, EncoderLimits, EncoderServicer, RawItem, encoder_grpc_service
 from prism.errors import InvalidInput
 from prism.grpc_server import GrpcService
-from prism.models.text import TextEmbedder
+from prism.models.protocols import TextModel
 from prism.settings import CommonSettings
 from prism.vector_cache import VectorCache
 
@@ -18,7 +18,7 @@ SERVICE_NAME = "text-encoder"
 TextItem = tuple[str, str]  # (kind, text)
 
 
-def make_backend(embedder: TextEmbedder, settings: Settings) -> Backend[TextItem]:
+def make_backend(embedder: TextModel, settings: Settings) -> Backend[TextItem]:
     def prepare(item: RawItem) -> TextItem:
         text = (item.text or "").strip()
         if not text:
@@ -40,7 +40,7 @@ def make_backend(embedder: TextEmbedder, settings: Settings) -> Backend[TextItem
     return Backend(
         model_id=embedder.model_id,
         dim=embedder.dim,
-        device=str(getattr(embedder, "device", "cpu")),
+        device=str(embedder.device),
         prepare=prepare,
         run=run,
         warmup_items=(RawItem(kind="query", text="warm up"), RawItem(kind="passage", text="预热 a product title")),

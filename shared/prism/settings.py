@@ -27,6 +27,9 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     device: str | None = Field(default=None, description="torch device; default CUDA when present, else CPU")
+    # A CLIP / Chinese-CLIP / SigLIP checkpoint folder (transformers format): when set, both the text
+    # and the image encoder serve its two towers instead of e5 + EfficientNet (one shared space).
+    clip_checkpoint: Path | None = None
 
 
 class ServiceSettings(BaseSettings):
