@@ -38,7 +38,7 @@ import threading
 import unicodedata
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -712,21 +712,10 @@ class QueryTranslator:
         return out
 
     def _parse_run(self, run: str) -> list[str]:
-        n = len(run)
-        best: list[list[str] | None] = [None] * (n + 1)
-        best[0] = []
-        for i in range(n):
-            prev = best[i]
-            if prev is None:
-                continue
-            for j in range(min(n, i + 6), i, -1):
-                piece = run[i:j]
-                if j - i == 1 or self._common_glosses(piece) or self._resolvable(piece):
-                    cand = prev + [piece]
-                    cur = best[j]
-                    if cur is None or len(cand) < len(cur):
-                        best[j] = cand
-        return best[n] or list(run)
+        def accept(piece: str) -> bool:
+            return len(piece) == 1 or bool(self._common_glosses(piece)) or self._resolvable(piece)
+
+        return _fewest_pieces(run, accept, max_len=6) or list(run)
 
     def _resolvable(self, word: str) -> bool:
         """Whether a fallback reads an unknown word (a colour, a near entry, a loanword)."""
@@ -979,21 +968,30 @@ class QueryTranslator:
 
     def _split_known(self, word: str) -> list[str]:
         """Fewest lexicon words that spell ``word`` (single characters as the last resort)."""
-        n = len(word)
-        best: list[list[str] | None] = [None] * (n + 1)
-        best[0] = []
-        for i in range(n):
-            prev = best[i]
-            if prev is None:
-                continue
-            for j in range(n, i, -1):
-                piece = word[i:j]
-                if piece != word and (j - i == 1 or self._common_glosses(piece)):
-                    cand = prev + [piece]
-                    cur = best[j]
-                    if cur is None or len(cand) < len(cur):
-                        best[j] = cand
-        return best[n] or [word]
+
+        def accept(piece: str) -> bool:
+            return piece != word and (len(piece) == 1 or bool(self._common_glosses(piece)))
+
+        return _fewest_pieces(word, accept) or [word]
+
+
+def _fewest_pieces(text: str, accept: Callable[[str], bool], max_len: int | None = None) -> list[str] | None:
+    """Split ``text`` into the fewest pieces that ``accept`` admits (longest first on ties), or None."""
+    n = len(text)
+    best: list[list[str] | None] = [None] * (n + 1)
+    best[0] = []
+    for i in range(n):
+        prev = best[i]
+        if prev is None:
+            continue
+        for j in range(n if max_len is None else min(n, i + max_len), i, -1):
+            piece = text[i:j]
+            if accept(piece):
+                cand = prev + [piece]
+                cur = best[j]
+                if cur is None or len(cand) < len(cur):
+                    best[j] = cand
+    return best[n]
 
 
 def _syllable_forms(syllable: str) -> list[str]:
