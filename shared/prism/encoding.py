@@ -28,7 +28,7 @@ from prism.grpc_server import GrpcService, Registration, channel_options
 from prism.logs import REQUEST_ID_HEADER, current_request_id
 from prism.settings import ServiceSettings
 from prism.storage import ObjectStore
-from prism.vector_cache import VectorCache, cache_key
+from prism.vector_cache import VectorCache, vector_key
 from prism.vectors import normalized_mean
 
 log = structlog.get_logger(__name__)
@@ -132,7 +132,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
         keys: list[str | None] = [None] * len(items)
         for i, item in enumerate(items):
             content: bytes | str = item.text if item.text is not None else (item.data or b"")
-            keys[i] = cache_key(backend.model_id, str(backend.shape()), item.kind, content)
+            keys[i] = vector_key(backend.model_id, backend.shape(), item.kind, content)
         cached = self._cache.get_many([k for k in keys if k is not None]) if self._cache else {}
         todo: list[int] = []
         prepared: list[P] = []

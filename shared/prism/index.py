@@ -237,20 +237,19 @@ class ProductIndex:
             for pid, vecs, payload in items
         ]
         self.client.upsert(self.collection, points=points, wait=True)
-        self._update_gauge()
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if product_ids:
             self.client.delete(
                 self.collection, points_selector=qm.PointIdsList(points=[point_id(p) for p in product_ids]), wait=True
             )
-            self._update_gauge()
 
     # -- reads ------------------------------------------------------------------------------
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
-    def _update_gauge(self) -> None:
+    def publish_size(self) -> None:
+        """Set the index-size gauge (an exact count: once per ingest, not per upserted batch)."""
         metrics.INDEX_POINTS.labels(self.collection).set(self.count())
 
     def payloads(self, product_ids: Sequence[str], fields: Sequence[str] | bool = True) -> dict[str, dict[str, Any]]:
@@ -270,17 +269,6 @@ class ProductIndex:
         if product_id not in found:
             raise NotFound(f"no product {product_id!r}")
         return found[product_id]
-
-    def vectors(self, product_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-        recs = self.client.retrieve(
-            self.collection, [point_id(product_id)], with_payload=False, with_vectors=list(names)
-        )
-        if not recs:
-            raise NotFound(f"no product {product_id!r}")
-        vec = recs[0].vector
-        if not isinstance(vec, dict):
-            return {}
-        return {k: np.asarray(v, dtype=np.float32) for k, v in vec.items()}
 
     def search(
         self,

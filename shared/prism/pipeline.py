@@ -173,6 +173,7 @@ class Ingestor:
             self.index.delete(stale)
             report.deleted = len(stale)
         report.seconds = progress.close()
+        self.index.publish_size()
         for outcome, n in (
             ("indexed", report.indexed),
             ("unchanged", report.unchanged),

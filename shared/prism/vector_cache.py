@@ -33,6 +33,11 @@ def cache_key(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
+def vector_key(model_id: str, shape: tuple[int, ...], kind: str, content: bytes | str) -> str:
+    """The key the encoder services store a vector under; training reads their vectors with it."""
+    return cache_key(model_id, str(shape), kind, content)
+
+
 class VectorCache:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

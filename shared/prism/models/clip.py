@@ -52,6 +52,7 @@ import structlog
 from PIL import Image
 
 from prism.media.images import to_rgb
+from prism.models.tokens import check_texts, embed_by_length
 from prism.models.views import VIEWS, View
 
 if TYPE_CHECKING:  # torch/transformers are imported lazily: importing this module stays cheap
@@ -73,7 +74,6 @@ TextKind = Literal["query", "passage"]
 ClipModelType = Literal["clip", "chinese_clip", "siglip"]
 SUPPORTED_MODEL_TYPES: Final[tuple[str, ...]] = get_args(ClipModelType)
 
-_TEXT_KINDS: Final = frozenset(get_args(TextKind))
 # "center"/"zoom": the image is resized to cover the input this many times over, then centre-cropped
 # (EfficientNet's 256 -> 224 and 298 -> 224, at any input size).
 _VIEW_COVER: Final[dict[str, float]] = {"center": 256 / 224, "zoom": 298 / 224}
@@ -339,14 +339,9 @@ class ClipTextEmbedder:
 
         Texts longer than ``max_tokens`` tokens (special tokens included) are truncated.
         """
-        if kind not in _TEXT_KINDS:
-            raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not a single str")
-        n = len(texts)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
+        check_texts(texts, kind)
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
         with self._lock:
             encoded: list[list[int]] = self._tokenizer(
                 list(texts),
@@ -356,14 +351,9 @@ class ClipTextEmbedder:
                 return_attention_mask=False,
                 return_token_type_ids=False,
             )["input_ids"]
-            lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=n)
-            order = np.argsort(-lengths, kind="stable")  # similar lengths per batch: little padding
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._forward([encoded[i] for i in idx])
-        return out
+            return embed_by_length(encoded, self.dim, self.batch_size, self._forward)
 
-    def _forward(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
+    def _forward(self, batch: list[Sequence[int]]) -> npt.NDArray[np.float32]:
         import torch
 
         width = self._pad_to or max(len(ids) for ids in batch)

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from prism.models.tokens import check_texts, embed_by_length
+
 if TYPE_CHECKING:  # torch/transformers are imported lazily: importing this module stays cheap
     import torch
     from transformers import BertModel, PreTrainedTokenizerBase
@@ -95,15 +97,9 @@ class TextEmbedder:
 
         Texts longer than ``max_tokens`` tokens (special tokens included) are truncated.
         """
-        if kind not in self._prefixes:
-            raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
-        if isinstance(texts, str):
-            # A bare str is a Sequence[str] of characters: almost certainly a caller bug.
-            raise TypeError("embed() takes a sequence of texts, not a single str")
-        n = len(texts)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
+        check_texts(texts, kind)
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
         prefix = self._prefixes[kind]
         with self._lock:
             encoded = self._tokenizer(
@@ -113,16 +109,9 @@ class TextEmbedder:
                 max_length=self.max_tokens,
                 return_attention_mask=False,
             )["input_ids"]
-            lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=n)
-            # Longest first, so batches hold similar lengths (little padding) and the first batch
-            # hits peak memory at once rather than late in a long call.
-            order = np.argsort(-lengths, kind="stable")
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._forward([encoded[i] for i in idx])
-        return out
+            return embed_by_length(encoded, self.dim, self.batch_size, self._forward)
 
-    def _forward(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
+    def _forward(self, batch: list[Sequence[int]]) -> npt.NDArray[np.float32]:
         import torch
 
         width = max(len(ids) for ids in batch)

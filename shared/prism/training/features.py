@@ -177,7 +177,7 @@ def _image_part(
 
     from prism.media.images import decode_image
     from prism.models.efficientnet import EMBEDDING_DIM, MODEL_ID, load_image_embedder
-    from prism.vector_cache import VectorCache, cache_key
+    from prism.vector_cache import VectorCache, vector_key
 
     n = len(products)
     image = np.zeros((n, len(views), EMBEDDING_DIM), dtype=np.float32)
@@ -209,7 +209,7 @@ def _image_part(
                 has_image[i] = True
                 rows.append(i)
                 images.append(im)
-                keys.append(cache_key(MODEL_ID, str((len(ENCODER_VIEWS), EMBEDDING_DIM)), "media", data))
+                keys.append(vector_key(MODEL_ID, (len(ENCODER_VIEWS), EMBEDDING_DIM), "media", data))
             cached = vcache.get_many(keys) if vcache is not None and view_idx is not None else {}
             todo = []
             for j, (i, key) in enumerate(zip(rows, keys, strict=True)):
@@ -253,7 +253,7 @@ def _text_part(
     import torch
 
     from prism.models.text import TEXT_MODELS, load_text_embedder
-    from prism.vector_cache import VectorCache, cache_key
+    from prism.vector_cache import VectorCache, vector_key
 
     model_id = TEXT_MODELS[TEXT_MODEL].model_id
     emb = embedder
@@ -281,7 +281,7 @@ def _text_part(
             reused = 0
             for start in range(0, len(items), chunk):
                 part = items[start : start + chunk]
-                keys = [cache_key(model_id, str((TEXT_DIM,)), "passage", t) for t in part]
+                keys = [vector_key(model_id, (TEXT_DIM,), "passage", t) for t in part]
                 cached = vcache.get_many(keys) if vcache is not None else {}
                 todo = [j for j, k in enumerate(keys) if k not in cached or cached[k].size != TEXT_DIM]
                 missing = set(todo)
