@@ -131,14 +131,12 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
 
     from prism.embedded import start_suite
     from prism.lexical import Bm25Encoder, SparseTerms
-    from prism.pipeline import VectorLayout
 
     records = [p for p in catalog.products() if p.images]
     rng = np.random.default_rng(0)
     with start_suite(common=common, index_path=None, http_port=0, collection="bench") as suite:
         index = suite.gateway.core.index
-        layout = VectorLayout.of(suite.gateway.core.text, suite.gateway.core.image)
-        index.ensure_collection(layout.dims, layout.multivector, layout.sparse)
+        layout = suite.fusion_core.layout  # the fusion service created the collection at start
         lexical = Bm25Encoder().fit(records)  # real BM25 vectors: text search runs hybrid as in production
         suite.gateway.core.set_lexical(lexical)
         views = max(suite.gateway.core.image.info().views, 1)

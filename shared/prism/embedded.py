@@ -19,6 +19,7 @@ from prism.catalog import Catalog, StripMode
 from prism.settings import CommonSettings
 
 if TYPE_CHECKING:
+    from prism.fusion import FusionCore
     from prism.grpc_server import GrpcService
     from prism.pipeline import IngestReport
     from services.gateway.server import Gateway
@@ -32,6 +33,8 @@ class EmbeddedSuite:
     encoders: dict[str, GrpcService]
     servicers: dict[str, Any]
     gateway: Gateway
+    fusion: GrpcService
+    fusion_core: FusionCore
     http_port: int
     http_host: str = "127.0.0.1"
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -52,21 +55,23 @@ class EmbeddedSuite:
         from prism.pipeline import Ingestor
 
         core = self.gateway.core
-        ingestor = Ingestor(core.index, core.text, core.image, lexical=core.lexical)
+        ingestor = Ingestor(self.fusion_core, core.text, core.image)
         report = ingestor.ingest(catalog, strip=strip, prune=prune, limit=limit, show_progress=show_progress)
-        if core.lexical is not ingestor.lexical:
-            core.set_lexical(ingestor.lexical)
-        stats = core.settings.lexical_stats
-        if stats is not None:
-            stats.parent.mkdir(parents=True, exist_ok=True)
-            ingestor.lexical.save(stats)
+        self.refresh_lexical()
         return report
+
+    def refresh_lexical(self) -> None:
+        """Let the gateway's lexical search use the statistics the fusion service keeps current."""
+        if self.gateway.core.lexical is not self.fusion_core.lexical:
+            self.gateway.core.set_lexical(self.fusion_core.lexical)
 
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.gateway.stop()
+        self.fusion.stop(grace=2.0)
+        self.fusion_core.flush()
         for name, service in self.encoders.items():
             service.stop(grace=2.0)
             self.servicers[name].close()
@@ -86,6 +91,7 @@ def start_suite(
     index_path: Path | None = None,
     http_port: int = 8080,
     grpc_port: int = 0,
+    fusion_port: int = 0,
     collection: str = "products",
 ) -> EmbeddedSuite:
     """Start text and image encoders, then the gateway (gRPC + HTTP) against an embedded index.
@@ -93,6 +99,9 @@ def start_suite(
     ``index_path=None`` keeps the index in memory (fresh each time, as ``prism eval`` needs).
     Port 0 picks free ports.
     """
+    from services.fusion import model as fusion_model
+    from services.fusion.server import FusionServicer, fusion_grpc_service
+    from services.fusion.settings import Settings as FusionSettings
     from services.gateway.server import build_gateway
     from services.gateway.settings import Settings as GatewaySettings
     from services.image_encoder.server import build_service as build_image
@@ -136,17 +145,48 @@ def start_suite(
         lexical_stats=index_path / "lexical.json" if index_path is not None else None,
     )
     gateway = build_gateway(gw_settings)
+    # The fusion service writes the same embedded index the gateway reads (one process owns it).
+    fusion_settings = FusionSettings(
+        port=fusion_port,
+        text_encoder_address=text_service.address,
+        image_encoder_address=image_service.address,
+        qdrant_url=None,
+        index_path=index_path,
+        collection=collection,
+        lexical_stats=gw_settings.lexical_stats,
+    )
+    fusion_servicer = FusionServicer(
+        lambda: fusion_model.load(fusion_settings, gateway.core.index), fusion_settings.max_products_per_call
+    )
+    fusion = fusion_grpc_service(fusion_servicer, fusion_settings)
     gateway.grpc.start()
     try:
+        fusion.start()
+        fusion.warm()
         port = gateway.start_http(gw_settings.http_host, http_port)
     except BaseException:
         gateway.grpc.stop(grace=0)
+        fusion.stop(grace=0)
         for service in encoders.values():
             service.stop(grace=0)
         raise
     gateway.grpc.warm()
-    suite = EmbeddedSuite(common=common, encoders=encoders, servicers=servicers, gateway=gateway, http_port=port)
+    suite = EmbeddedSuite(
+        common=common,
+        encoders=encoders,
+        servicers=servicers,
+        gateway=gateway,
+        fusion=fusion,
+        fusion_core=fusion_servicer.core,
+        http_port=port,
+    )
+    if suite.fusion_core.lexical.n_docs:
+        suite.refresh_lexical()
     log.info(
-        "embedded.ready", url=suite.url, grpc=gateway.grpc.address, encoders={n: s.address for n, s in encoders.items()}
+        "embedded.ready",
+        url=suite.url,
+        grpc=gateway.grpc.address,
+        fusion=fusion.address,
+        encoders={n: s.address for n, s in encoders.items()},
     )
     return suite

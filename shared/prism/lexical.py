@@ -242,6 +242,17 @@ class Bm25Encoder:
         self.df = dict(df)
         return self
 
+    def observe(self, product: Product) -> None:
+        """Add one newly indexed product to the statistics (streaming ingestion between refits).
+
+        ``df`` is updated in place: a query translator holding it as its vocabulary sees new terms.
+        """
+        tf = self.term_frequencies(product)
+        self.n_docs += 1
+        self.total_length += sum(tf.values())
+        for t in tf:
+            self.df[t] = self.df.get(t, 0) + 1
+
     def idf(self, term: str) -> float:
         """Qdrant's (and Lucene's) BM25 idf: ``ln(1 + (N - df + 0.5) / (df + 0.5))``."""
         df = self.df.get(term, 0)

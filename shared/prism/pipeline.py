@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -22,10 +22,9 @@ from prism import metrics
 from prism.catalog import Catalog, Product, StripMode, parse_product
 from prism.encoding import EncoderClient
 from prism.errors import InvalidInput
-from prism.index import ProductIndex
-from prism.lexical import Bm25Encoder, SparseTerms
+from prism.fusion import FusionCore, ProductUpdate
+from prism.lexical import Bm25Encoder
 from prism.progress import Progress
-from prism.vectors import normalized_mean
 
 log = structlog.get_logger(__name__)
 
@@ -62,58 +61,123 @@ def _batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedProduct:
+    """A product read and validated, with its media bytes and hashes, before any encoding."""
+
     product: Product
+    record: dict[str, Any]  # what the index stores as payload (the catalog record + where its media live)
     text: str
     media: tuple[bytes, ...]
     content_hash: str
+    media_fingerprint: str
 
 
-@dataclass(frozen=True)
-class VectorLayout:
-    """Named vectors of the product collection, as the running encoders produce them."""
+def media_fingerprint(media: Sequence[bytes]) -> str:
+    h = hashlib.sha256()
+    for m in media:
+        h.update(hashlib.sha256(m).digest())
+    return h.hexdigest()
 
-    dims: dict[str, int]
-    multivector: frozenset[str]
-    sparse: frozenset[str] = frozenset({"lexical"})
 
-    @classmethod
-    def of(cls, text: EncoderClient, image: EncoderClient) -> VectorLayout:
-        """``text``; ``image`` (one vector per product: the mean of its photos' views), and for a
-        multi-view image encoder ``image_views`` (every view, a MaxSim multivector used to rescore)."""
-        img = image.info()
-        dims = {"text": int(text.info().dim), "image": int(img.dim)}
-        if img.views:
-            dims["image_views"] = int(img.dim)
-        return cls(dims, frozenset({"image_views"} if img.views else ()))
+def prepare_product(
+    product: Product, media: Sequence[bytes], *, models: str, extra: Mapping[str, Any] | None = None
+) -> PreparedProduct:
+    """Hash the record, the media and the model ids; refuse a product with nothing to index."""
+    text = product.text()
+    if not text and not media:
+        raise InvalidInput("product has neither text nor media", code="no_content")
+    record = {**product.to_record(), **(extra or {})}
+    fingerprint = media_fingerprint(media)
+    h = hashlib.sha256()
+    h.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
+    h.update(models.encode())
+    h.update(fingerprint.encode())
+    return PreparedProduct(product, record, text, tuple(media), h.hexdigest(), fingerprint)
+
+
+def encoder_models(text: EncoderClient, image: EncoderClient) -> str:
+    """Model ids that every content hash includes: a new model re-encodes everything."""
+    return f"{text.info().model_id}|{image.info().model_id}"
+
+
+def encode_products(
+    text: EncoderClient,
+    image: EncoderClient,
+    todo: Sequence[PreparedProduct],
+    *,
+    timeout_s: float,
+    keep_media: Collection[str] = (),
+) -> tuple[list[ProductUpdate], list[tuple[str, str, str]]]:
+    """Encode a batch (one text call, one image call) into fusion updates; products whose media
+    an encoder refused come back as (id, code, reason) and are not written at all.
+
+    Products in ``keep_media`` have unchanged media: their image vectors are kept from the index.
+    """
+    with_text = [p for p in todo if p.text]
+    text_vecs = dict(
+        zip(
+            (p.product.id for p in with_text),
+            text.embed_texts([p.text for p in with_text], kind="passage", timeout=timeout_s)
+            if with_text
+            else np.zeros((0, 0), dtype=np.float32),
+            strict=True,
+        )
+    )
+    flat = [(p.product.id, m) for p in todo if p.product.id not in keep_media for m in p.media]
+    image_results = image.embed_media([m for _, m in flat], timeout=timeout_s) if flat else []
+    image_vecs: dict[str, list[np.ndarray]] = {}
+    bad: dict[str, InvalidInput] = {}
+    for (pid, _), res in zip(flat, image_results, strict=True):
+        if isinstance(res, InvalidInput):
+            bad.setdefault(pid, res)
+        else:
+            image_vecs.setdefault(pid, []).append(res)
+    updates: list[ProductUpdate] = []
+    failed: list[tuple[str, str, str]] = []
+    for p in todo:
+        pid = p.product.id
+        if pid in bad:
+            failed.append((pid, bad[pid].code, bad[pid].message))
+            continue
+        modalities: dict[str, np.ndarray] = {}
+        if pid in text_vecs:
+            modalities["text"] = text_vecs[pid].reshape(1, -1)
+        if image_vecs.get(pid):
+            modalities["image"] = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
+        keep = frozenset({"image"}) if pid in keep_media else frozenset()
+        updates.append(ProductUpdate(pid, p.record, p.content_hash, p.media_fingerprint, modalities, keep))
+    return updates, failed
 
 
 class Ingestor:
-    """Indexes products through the encoder services into one collection."""
+    """Indexes a catalog folder through the encoder services and a fusion writer (library path).
+
+    ``prism eval`` uses it (it can strip fields before indexing); the event-driven path
+    (``services/ingest``) uses the same preparation, encoding and writer.
+    """
 
     def __init__(
         self,
-        index: ProductIndex,
+        writer: FusionCore,
         text: EncoderClient,
         image: EncoderClient,
         *,
         batch_size: int = 64,
         timeout_s: float = 600.0,
-        lexical: Bm25Encoder | None = None,
     ) -> None:
-        self.index = index
+        self.writer = writer
         self.text = text
         self.image = image
         self.batch_size = batch_size
         # A batch of photos x views on a busy CPU takes far longer than a query: its own deadline.
         self.timeout_s = timeout_s
-        self._models = f"{text.info().model_id}|{image.info().model_id}"
-        self.layout = VectorLayout.of(text, image)
-        index.ensure_collection(self.layout.dims, self.layout.multivector, self.layout.sparse)
-        # BM25 statistics belong with the index; fitted on the first catalog ingested into it.
-        self.lexical = lexical or Bm25Encoder()
+        self._models = encoder_models(text, image)
 
-    def _prepare(self, catalog: Catalog, product: Product, strip: StripMode) -> _Prepared:
+    @property
+    def lexical(self) -> Bm25Encoder:
+        return self.writer.lexical
+
+    def _prepare(self, catalog: Catalog, product: Product, strip: StripMode) -> PreparedProduct:
         p = product.stripped(strip)
         media: list[bytes] = []
         for rel in p.images[:MAX_IMAGES_PER_PRODUCT]:
@@ -126,15 +190,7 @@ class Ingestor:
             if len(data) > MAX_MEDIA_BYTES:
                 raise InvalidInput(f"{rel} is larger than {MAX_MEDIA_BYTES} bytes", code="media_too_large")
             media.append(data)
-        text = p.text()
-        if not text and not media:
-            raise InvalidInput("product has neither text nor media", code="no_content")
-        h = hashlib.sha256()
-        h.update(json.dumps(p.to_record(), sort_keys=True, ensure_ascii=False).encode())
-        h.update(self._models.encode())
-        for m in media:
-            h.update(hashlib.sha256(m).digest())
-        return _Prepared(p, text, tuple(media), h.hexdigest())
+        return prepare_product(p, media, models=self._models, extra={"catalog_root": str(catalog.root)})
 
     def ingest(
         self,
@@ -146,14 +202,15 @@ class Ingestor:
         show_progress: bool = True,
     ) -> IngestReport:
         report = IngestReport()
-        if self.lexical.n_docs == 0:
+        fitted = self.lexical.n_docs == 0
+        if fitted:
             self.lexical.fit(p.stripped(strip) for p in islice(catalog.products(), limit))
         total = len(catalog) if limit is None else min(limit, len(catalog))
         progress = Progress(f"ingest {catalog.name}", total, enabled=show_progress)
         seen: set[str] = set()
         records = islice(catalog.records(), limit)
         for chunk in _batched(records, self.batch_size):
-            prepared: list[_Prepared] = []
+            prepared: list[PreparedProduct] = []
             for lineno, rec, err in chunk:
                 try:
                     if err is not None:
@@ -166,72 +223,26 @@ class Ingestor:
                         rec.get("id") if isinstance(rec, dict) and isinstance(rec.get("id"), str) else f"line {lineno}"
                     )
                     report.failed.append((str(ident), exc.code, exc.message))
-            self._index_batch(catalog, prepared, report)
+            self._index_batch(prepared, report, observe=not fitted)
             progress.update(len(chunk))
         if prune:
-            stale = [pid for pid in self.index.scroll_ids() if pid not in seen]
-            self.index.delete(stale)
-            report.deleted = len(stale)
+            stale = [pid for pid in self.writer.index.scroll_ids() if pid not in seen]
+            report.deleted = self.writer.delete(stale)
         report.seconds = progress.close()
-        self.index.publish_size()
-        for outcome, n in (
-            ("indexed", report.indexed),
-            ("unchanged", report.unchanged),
-            ("failed", len(report.failed)),
-        ):
+        self.writer.flush()
+        for outcome, n in (("unchanged", report.unchanged), ("failed", len(report.failed))):
             metrics.INGESTED.labels(outcome).inc(n)
         log.info("ingest.done", catalog=str(catalog.root), **report.summary())
         return report
 
-    def _index_batch(self, catalog: Catalog, prepared: Sequence[_Prepared], report: IngestReport) -> None:
+    def _index_batch(self, prepared: Sequence[PreparedProduct], report: IngestReport, *, observe: bool) -> None:
         if not prepared:
             return
-        existing = self.index.payloads([p.product.id for p in prepared], fields=["content_hash"])
-        todo = [p for p in prepared if existing.get(p.product.id, {}).get("content_hash") != p.content_hash]
+        state = self.writer.state([p.product.id for p in prepared])
+        todo = [p for p in prepared if getattr(state.get(p.product.id), "content_hash", None) != p.content_hash]
         report.unchanged += len(prepared) - len(todo)
         if not todo:
             return
-        with_text = [p for p in todo if p.text]
-        text_vecs = dict(
-            zip(
-                (p.product.id for p in with_text),
-                self.text.embed_texts([p.text for p in with_text], kind="passage", timeout=self.timeout_s),
-                strict=True,
-            )
-        )
-        flat = [(p.product.id, m) for p in todo for m in p.media]
-        image_results = self.image.embed_media([m for _, m in flat], timeout=self.timeout_s) if flat else []
-        image_vecs: dict[str, list[np.ndarray]] = {}
-        bad: dict[str, InvalidInput] = {}
-        for (pid, _), res in zip(flat, image_results, strict=True):
-            if isinstance(res, InvalidInput):
-                bad.setdefault(pid, res)
-            else:
-                image_vecs.setdefault(pid, []).append(res)
-        items: list[tuple[str, Mapping[str, np.ndarray | SparseTerms], dict[str, Any]]] = []
-        for p in todo:
-            pid = p.product.id
-            if pid in bad:
-                report.failed.append((pid, bad[pid].code, bad[pid].message))
-                continue
-            vecs: dict[str, np.ndarray | SparseTerms] = {}
-            if pid in text_vecs:
-                vecs["text"] = text_vecs[pid]
-            terms = self.lexical.encode_document(p.product)
-            if len(terms):
-                vecs["lexical"] = terms
-            if image_vecs.get(pid):
-                views = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
-                vecs["image"] = normalized_mean(views)
-                if "image_views" in self.layout.dims:
-                    # every view of every photo: a query matching any one of them finds the product
-                    vecs["image_views"] = views
-            payload = {
-                **p.product.to_record(),
-                "catalog_root": str(catalog.root),
-                "content_hash": p.content_hash,
-                "vectors": sorted(vecs),  # which named vectors this product has (similar-by-id needs it)
-            }
-            items.append((pid, vecs, payload))
-        self.index.upsert(items)
-        report.indexed += len(items)
+        updates, failed = encode_products(self.text, self.image, todo, timeout_s=self.timeout_s)
+        report.failed.extend(failed)
+        report.indexed += self.writer.upsert(updates, observe=observe)

@@ -18,5 +18,8 @@ def run_grpc_service(settings: S, build: Callable[[S, CommonSettings], tuple[Grp
     common = CommonSettings()
     setup_logging(common.log_level, common.log_format if common.log_format != "auto" else "json")
     serve_metrics(settings.metrics_port, settings.host)
-    service, _ = build(settings, common)
+    service, servicer = build(settings, common)
     service.serve_forever()
+    close = getattr(servicer, "close", None)
+    if callable(close):  # release the model / flush state once in-flight calls have drained
+        close()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from prism.catalog import Catalog
+from prism.fusion import FusionCore
 from prism.index import IndexSettings, ProductIndex
 from prism.pipeline import Ingestor
 from tests.media_samples import bad_images
@@ -44,7 +45,8 @@ def test_bad_media_and_records_are_reported_and_nothing_half_written(
 ) -> None:
     root, good, bad = mixed_catalog
     index = ProductIndex.open(IndexSettings(collection="mixed"))
-    ingestor = Ingestor(index, indexed_suite.gateway.core.text, indexed_suite.gateway.core.image)
+    core = indexed_suite.gateway.core
+    ingestor = Ingestor(FusionCore(index, indexed_suite.fusion_core.layout, model_id="test"), core.text, core.image)
     report = ingestor.ingest(Catalog.open(root), show_progress=False)
     assert report.indexed == len(good)
     failed_ids = {pid for pid, _, _ in report.failed}

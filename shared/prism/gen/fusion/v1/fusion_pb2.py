@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from prism.gen.common.v1 import types_pb2 as prism_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprism/fusion/v1/fusion.proto\x12\x0fprism.fusion.v1\x1a\x1bprism/common/v1/types.proto\"\x9a\x01\n\x0fModalityVectors\x12>\n\x07vectors\x18\x01 \x03(\x0b\x32-.prism.fusion.v1.ModalityVectors.VectorsEntry\x1aG\n\x0cVectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.prism.common.v1.Vector:\x02\x38\x01\">\n\x0b\x46useRequest\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .prism.fusion.v1.ModalityVectors\"\x81\x02\n\x0c\x46usedVectors\x12;\n\x07vectors\x18\x01 \x03(\x0b\x32*.prism.fusion.v1.FusedVectors.VectorsEntry\x12;\n\x07weights\x18\x02 \x03(\x0b\x32*.prism.fusion.v1.FusedVectors.WeightsEntry\x1aG\n\x0cVectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.prism.common.v1.Vector:\x02\x38\x01\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"N\n\x0c\x46useResponse\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.prism.fusion.v1.FusedVectors\x12\x10\n\x08model_id\x18\x02 \x01(\t2T\n\rFusionService\x12\x43\n\x04\x46use\x12\x1c.prism.fusion.v1.FuseRequest\x1a\x1d.prism.fusion.v1.FuseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprism/fusion/v1/fusion.proto\x12\x0fprism.fusion.v1\x1a\x1bprism/common/v1/types.proto\"6\n\nVectorList\x12(\n\x07vectors\x18\x01 \x03(\x0b\x32\x17.prism.common.v1.Vector\"\x9e\x01\n\x0fModalityVectors\x12>\n\x07vectors\x18\x01 \x03(\x0b\x32-.prism.fusion.v1.ModalityVectors.VectorsEntry\x1aK\n\x0cVectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.prism.fusion.v1.VectorList:\x02\x38\x01\">\n\x0b\x46useRequest\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .prism.fusion.v1.ModalityVectors\"\x81\x02\n\x0c\x46usedVectors\x12;\n\x07vectors\x18\x01 \x03(\x0b\x32*.prism.fusion.v1.FusedVectors.VectorsEntry\x12;\n\x07weights\x18\x02 \x03(\x0b\x32*.prism.fusion.v1.FusedVectors.WeightsEntry\x1aG\n\x0cVectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.prism.common.v1.Vector:\x02\x38\x01\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"N\n\x0c\x46useResponse\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.prism.fusion.v1.FusedVectors\x12\x10\n\x08model_id\x18\x02 \x01(\t\"\xae\x01\n\x0eProductVectors\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x13\n\x0brecord_json\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x19\n\x11media_fingerprint\x18\x04 \x01(\t\x12\x34\n\nmodalities\x18\x05 \x01(\x0b\x32 .prism.fusion.v1.ModalityVectors\x12\x0c\n\x04keep\x18\x06 \x03(\t\"B\n\rUpsertRequest\x12\x31\n\x08products\x18\x01 \x03(\x0b\x32\x1f.prism.fusion.v1.ProductVectors\"4\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\x12\x10\n\x08model_id\x18\x02 \x01(\t\"$\n\rDeleteRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"#\n\x0cStateRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"P\n\x0cProductState\x12\x14\n\x0c\x63ontent_hash\x18\x01 \x01(\t\x12\x19\n\x11media_fingerprint\x18\x02 \x01(\t\x12\x0f\n\x07vectors\x18\x03 \x03(\t\"\xb0\x01\n\rStateResponse\x12>\n\x08products\x18\x01 \x03(\x0b\x32,.prism.fusion.v1.StateResponse.ProductsEntry\x12\x0f\n\x07indexed\x18\x02 \x01(\x03\x1aN\n\rProductsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.prism.fusion.v1.ProductState:\x02\x38\x01\x32\xb2\x02\n\rFusionService\x12\x43\n\x04\x46use\x12\x1c.prism.fusion.v1.FuseRequest\x1a\x1d.prism.fusion.v1.FuseResponse\x12I\n\x06Upsert\x12\x1e.prism.fusion.v1.UpsertRequest\x1a\x1f.prism.fusion.v1.UpsertResponse\x12I\n\x06\x44\x65lete\x12\x1e.prism.fusion.v1.DeleteRequest\x1a\x1f.prism.fusion.v1.DeleteResponse\x12\x46\n\x05State\x12\x1d.prism.fusion.v1.StateRequest\x1a\x1e.prism.fusion.v1.StateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,20 +39,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUSEDVECTORS_VECTORSENTRY']._serialized_options = b'8\001'
   _globals['_FUSEDVECTORS_WEIGHTSENTRY']._loaded_options = None
   _globals['_FUSEDVECTORS_WEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_MODALITYVECTORS']._serialized_start=79
-  _globals['_MODALITYVECTORS']._serialized_end=233
-  _globals['_MODALITYVECTORS_VECTORSENTRY']._serialized_start=162
-  _globals['_MODALITYVECTORS_VECTORSENTRY']._serialized_end=233
-  _globals['_FUSEREQUEST']._serialized_start=235
-  _globals['_FUSEREQUEST']._serialized_end=297
-  _globals['_FUSEDVECTORS']._serialized_start=300
-  _globals['_FUSEDVECTORS']._serialized_end=557
-  _globals['_FUSEDVECTORS_VECTORSENTRY']._serialized_start=162
-  _globals['_FUSEDVECTORS_VECTORSENTRY']._serialized_end=233
-  _globals['_FUSEDVECTORS_WEIGHTSENTRY']._serialized_start=511
-  _globals['_FUSEDVECTORS_WEIGHTSENTRY']._serialized_end=557
-  _globals['_FUSERESPONSE']._serialized_start=559
-  _globals['_FUSERESPONSE']._serialized_end=637
-  _globals['_FUSIONSERVICE']._serialized_start=639
-  _globals['_FUSIONSERVICE']._serialized_end=723
+  _globals['_STATERESPONSE_PRODUCTSENTRY']._loaded_options = None
+  _globals['_STATERESPONSE_PRODUCTSENTRY']._serialized_options = b'8\001'
+  _globals['_VECTORLIST']._serialized_start=78
+  _globals['_VECTORLIST']._serialized_end=132
+  _globals['_MODALITYVECTORS']._serialized_start=135
+  _globals['_MODALITYVECTORS']._serialized_end=293
+  _globals['_MODALITYVECTORS_VECTORSENTRY']._serialized_start=218
+  _globals['_MODALITYVECTORS_VECTORSENTRY']._serialized_end=293
+  _globals['_FUSEREQUEST']._serialized_start=295
+  _globals['_FUSEREQUEST']._serialized_end=357
+  _globals['_FUSEDVECTORS']._serialized_start=360
+  _globals['_FUSEDVECTORS']._serialized_end=617
+  _globals['_FUSEDVECTORS_VECTORSENTRY']._serialized_start=498
+  _globals['_FUSEDVECTORS_VECTORSENTRY']._serialized_end=569
+  _globals['_FUSEDVECTORS_WEIGHTSENTRY']._serialized_start=571
+  _globals['_FUSEDVECTORS_WEIGHTSENTRY']._serialized_end=617
+  _globals['_FUSERESPONSE']._serialized_start=619
+  _globals['_FUSERESPONSE']._serialized_end=697
+  _globals['_PRODUCTVECTORS']._serialized_start=700
+  _globals['_PRODUCTVECTORS']._serialized_end=874
+  _globals['_UPSERTREQUEST']._serialized_start=876
+  _globals['_UPSERTREQUEST']._serialized_end=942
+  _globals['_UPSERTRESPONSE']._serialized_start=944
+  _globals['_UPSERTRESPONSE']._serialized_end=996
+  _globals['_DELETEREQUEST']._serialized_start=998
+  _globals['_DELETEREQUEST']._serialized_end=1034
+  _globals['_DELETERESPONSE']._serialized_start=1036
+  _globals['_DELETERESPONSE']._serialized_end=1069
+  _globals['_STATEREQUEST']._serialized_start=1071
+  _globals['_STATEREQUEST']._serialized_end=1106
+  _globals['_PRODUCTSTATE']._serialized_start=1108
+  _globals['_PRODUCTSTATE']._serialized_end=1188
+  _globals['_STATERESPONSE']._serialized_start=1191
+  _globals['_STATERESPONSE']._serialized_end=1367
+  _globals['_STATERESPONSE_PRODUCTSENTRY']._serialized_start=1289
+  _globals['_STATERESPONSE_PRODUCTSENTRY']._serialized_end=1367
+  _globals['_FUSIONSERVICE']._serialized_start=1370
+  _globals['_FUSIONSERVICE']._serialized_end=1676
 # @@protoc_insertion_point(module_scope)

@@ -40,13 +40,49 @@ class FusionServiceStub:
                 request_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.FuseRequest.SerializeToString,
                 response_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.FuseResponse.FromString,
                 _registered_method=True)
+        self.Upsert = channel.unary_unary(
+                '/prism.fusion.v1.FusionService/Upsert',
+                request_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.UpsertResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/prism.fusion.v1.FusionService/Delete',
+                request_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.State = channel.unary_unary(
+                '/prism.fusion.v1.FusionService/State',
+                request_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.StateRequest.SerializeToString,
+                response_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.StateResponse.FromString,
+                _registered_method=True)
 
 
 class FusionServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Fuse(self, request, context):
+        """Fused vectors without writing anything (for tools and tests).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Upsert(self, request, context):
+        """Fuse and write; one point per product, replaced as a whole (idempotent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def State(self, request, context):
+        """What the index holds for these products (content hashes): how workers skip unchanged work.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -58,6 +94,21 @@ def add_FusionServiceServicer_to_server(servicer, server):
                     servicer.Fuse,
                     request_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.FuseRequest.FromString,
                     response_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.FuseResponse.SerializeToString,
+            ),
+            'Upsert': grpc.unary_unary_rpc_method_handler(
+                    servicer.Upsert,
+                    request_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.UpsertRequest.FromString,
+                    response_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.UpsertResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.DeleteRequest.FromString,
+                    response_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.DeleteResponse.SerializeToString,
+            ),
+            'State': grpc.unary_unary_rpc_method_handler(
+                    servicer.State,
+                    request_deserializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.StateRequest.FromString,
+                    response_serializer=prism_dot_fusion_dot_v1_dot_fusion__pb2.StateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +138,87 @@ class FusionService:
             '/prism.fusion.v1.FusionService/Fuse',
             prism_dot_fusion_dot_v1_dot_fusion__pb2.FuseRequest.SerializeToString,
             prism_dot_fusion_dot_v1_dot_fusion__pb2.FuseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Upsert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.fusion.v1.FusionService/Upsert',
+            prism_dot_fusion_dot_v1_dot_fusion__pb2.UpsertRequest.SerializeToString,
+            prism_dot_fusion_dot_v1_dot_fusion__pb2.UpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.fusion.v1.FusionService/Delete',
+            prism_dot_fusion_dot_v1_dot_fusion__pb2.DeleteRequest.SerializeToString,
+            prism_dot_fusion_dot_v1_dot_fusion__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def State(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.fusion.v1.FusionService/State',
+            prism_dot_fusion_dot_v1_dot_fusion__pb2.StateRequest.SerializeToString,
+            prism_dot_fusion_dot_v1_dot_fusion__pb2.StateResponse.FromString,
             options,
             channel_credentials,
             insecure,

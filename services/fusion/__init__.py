@@ -1,0 +1,1 @@
+"""Fusion service: the one writer of the product collection (modality vectors -> indexed vectors)."""
