@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -23,6 +23,9 @@ from prism import metrics
 from prism.errors import InvalidInput, NotFound
 from prism.lexical import SparseTerms, sparse_vector_params
 from prism.vectors import maxsim, normalized_mean
+
+if TYPE_CHECKING:
+    from prism.edge_index import EdgeProductIndex
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +61,10 @@ class IndexSettings:
     api_key: str | None = None
     path: Path | None = None  # embedded on disk; None (and no url) -> in memory
     timeout_s: float = 10.0
+    # Embedded engine: "local" is qdrant-client's local mode (exact search, ProductIndex), "edge"
+    # is Qdrant's engine in-process with HNSW (EdgeProductIndex, prism.edge_index) for large
+    # catalogs.  Ignored with a url: a server is always ProductIndex.
+    engine: str = "local"
 
 
 @dataclass(frozen=True)
@@ -375,3 +382,14 @@ class ProductIndex:
             ids.extend(str((r.payload or {}).get("product_id")) for r in recs)
             if offset is None:
                 return ids
+
+
+def open_index(settings: IndexSettings) -> ProductIndex | EdgeProductIndex:
+    """The index ``settings`` select: a Qdrant server or local mode (ProductIndex), or the edge engine."""
+    if settings.url or settings.engine == "local":
+        return ProductIndex.open(settings)
+    if settings.engine == "edge":
+        from prism.edge_index import EdgeProductIndex  # imports the engine only when chosen
+
+        return EdgeProductIndex.open(settings)
+    raise ValueError(f"unknown index engine {settings.engine!r}: use 'local' or 'edge'")
