@@ -324,6 +324,23 @@ class EdgeProductIndex:
             recs = self._shard.retrieve(ids, with_payload=selector, with_vector=False)
         return {by_point[_point_uuid(r.id)]: dict(r.payload or {}) for r in recs}
 
+    def vectors(self, product_ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        """Stored dense vectors (``names``) of the products that exist: a text-only update keeps them."""
+        if not product_ids or not names:
+            return {}
+        ids: list[qe.PointId] = [point_id(p) for p in product_ids]
+        with self._lock:
+            if self._shard is None:
+                return {}
+            recs = self._shard.retrieve(ids, with_payload=["product_id"], with_vector=list(names))
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for r in recs:
+            vecs = r.vector if isinstance(r.vector, dict) else {}
+            out[str((r.payload or {}).get("product_id"))] = {
+                n: np.asarray(v, dtype=np.float32) for n, v in vecs.items() if n in names and v is not None
+            }
+        return out
+
     def get(self, product_id: str) -> dict[str, Any]:
         found = self.payloads([product_id])
         if product_id not in found:

@@ -219,6 +219,9 @@ def test_same_answers_as_product_index_with_sparse_and_multivector(tmp_path: Pat
         return [[(h.product_id, round(h.score, 4)) for h in hits] for hits in queries]
 
     assert answers(edge) == answers(local)
+    stored = edge.vectors(["a", "zzz"], ["text", "image_views"])
+    assert list(stored) == ["a"] and stored["a"]["image_views"].shape == (2, 3)
+    np.testing.assert_allclose(stored["a"]["text"], local.vectors(["a"], ["text"])["a"]["text"], atol=1e-6)
     assert edge.search("lexical", SparseTerms((), ()), limit=3) == []
     local.close()
     edge.close()
