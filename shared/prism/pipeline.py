@@ -80,14 +80,22 @@ def media_fingerprint(media: Sequence[bytes]) -> str:
 
 
 def prepare_product(
-    product: Product, media: Sequence[bytes], *, models: str, extra: Mapping[str, Any] | None = None
+    product: Product,
+    media: Sequence[bytes],
+    *,
+    models: str,
+    extra: Mapping[str, Any] | None = None,
+    fingerprint: str | None = None,
 ) -> PreparedProduct:
-    """Hash the record, the media and the model ids; refuse a product with nothing to index."""
+    """Hash the record, the media and the model ids; refuse a product with nothing to index.
+
+    ``fingerprint`` identifies the media when their bytes are not at hand (object sizes and etags).
+    """
     text = product.text()
-    if not text and not media:
+    if not text and not media and not product.images:
         raise InvalidInput("product has neither text nor media", code="no_content")
     record = {**product.to_record(), **(extra or {})}
-    fingerprint = media_fingerprint(media)
+    fingerprint = fingerprint if fingerprint is not None else media_fingerprint(media)
     h = hashlib.sha256()
     h.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
     h.update(models.encode())

@@ -1,0 +1,244 @@
+"""Event-driven ingestion on real parts: SeaweedFS (S3), RabbitMQ, Celery workers as separate
+processes, gRPC encoders and the fusion service on loopback ports.
+
+Each test owns its queue names (a random prefix), its bucket and its collection, so tests never
+see one another's messages or products.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.media_samples import jpeg
+from tests.servers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = SeaweedFS.start(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def broker_url() -> str:
+    return ensure_rabbitmq()
+
+
+@pytest.fixture(scope="module")
+def image_encoder(suite: Any, common_settings: Any) -> Iterator[Any]:
+    """An image encoder of this module's own, so a test can stop and restart it."""
+    enc = RestartableImageEncoder(common_settings)
+    enc.start()
+    yield enc
+    enc.stop()
+
+
+class RestartableImageEncoder:
+    def __init__(self, common: Any) -> None:
+        self.common = common
+        self.port = 0
+        self.service: Any = None
+        self.servicer: Any = None
+
+    def start(self) -> None:
+        from services.image_encoder.server import build_service
+        from services.image_encoder.settings import Settings
+
+        self.service, self.servicer = build_service(Settings(port=self.port, metrics_port=0), self.common)
+        self.port = self.service.start()
+        self.service.warm()
+
+    def stop(self) -> None:
+        self.service.stop(grace=0)
+        self.servicer.close()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class Pipeline:
+    """Fusion service (own in-memory index), queue names, store and worker processes of one test."""
+
+    env: dict[str, str]
+    fusion: Any
+    fusion_servicer: Any
+    app: Any
+    store: Any
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: Path | None = None
+
+    @property
+    def index(self) -> Any:
+        return self.fusion_servicer.core.index
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        assert self.logs is not None
+        with (self.logs / f"worker-{len(self.workers)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.ingest"],
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.workers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for w in self.workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            try:
+                w.wait(20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait(5)
+        self.fusion.stop(grace=0)
+        with self.app.connection_for_write() as conn:
+            ch = conn.default_channel
+            s = self.app.settings
+            for q in (s.events_queue, s.text_queue, s.media_queue, s.dead_letter_queue):
+                ch.queue_delete(q)
+
+    def ids(self) -> set[str]:
+        return set(self.index.scroll_ids())
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        out = []
+        with self.app.connection_for_write() as conn:
+            ch = conn.default_channel
+            while (msg := ch.basic_get(self.app.settings.dead_letter_queue, no_ack=True)) is not None:
+                out.append(json.loads(msg.body))
+        return out
+
+
+@pytest.fixture
+def pipeline(
+    suite: Any, image_encoder: Any, seaweed: SeaweedFS, broker_url: str, tmp_path: Path
+) -> Iterator[Pipeline]:
+    from prism.storage import S3Store, StoreSettings
+    from services.fusion import model as fusion_model
+    from services.fusion.server import FusionServicer, fusion_grpc_service
+    from services.fusion.settings import Settings as FusionSettings
+    from services.ingest.app import create_app
+    from services.ingest.settings import Settings as IngestSettings
+
+    tag = uuid.uuid4().hex[:8]
+    fusion_settings = FusionSettings(
+        port=0,
+        metrics_port=0,
+        text_encoder_address=suite.encoders["text-encoder"].address,
+        image_encoder_address=image_encoder.address,
+        index_path=None,
+        collection=f"ingest-{tag}",
+        lexical_stats=None,
+    )
+    servicer = FusionServicer(lambda: fusion_model.load(fusion_settings), 256)
+    fusion = fusion_grpc_service(servicer, fusion_settings)
+    fusion.start()
+    fusion.warm()
+    names = {
+        "PRISM_INGEST_EVENTS_EXCHANGE": f"t{tag}.s3-events",
+        "PRISM_INGEST_EVENTS_QUEUE": f"t{tag}.s3-events",
+        "PRISM_INGEST_TASKS_EXCHANGE": f"t{tag}.tasks",
+        "PRISM_INGEST_TEXT_QUEUE": f"t{tag}.text",
+        "PRISM_INGEST_MEDIA_QUEUE": f"t{tag}.media",
+        "PRISM_INGEST_DEAD_LETTER_EXCHANGE": f"t{tag}.dlx",
+        "PRISM_INGEST_DEAD_LETTER_QUEUE": f"t{tag}.dead",
+        "PRISM_INGEST_OUTCOMES_EXCHANGE": f"t{tag}.outcomes",
+    }
+    env = {
+        **os.environ,
+        **names,
+        "PRISM_INGEST_BROKER_URL": broker_url,
+        "PRISM_INGEST_TEXT_ENCODER_ADDRESS": suite.encoders["text-encoder"].address,
+        "PRISM_INGEST_IMAGE_ENCODER_ADDRESS": image_encoder.address,
+        "PRISM_INGEST_FUSION_ADDRESS": fusion.address,
+        "PRISM_INGEST_METRICS_PORT": "0",
+        "PRISM_INGEST_CONCURRENCY": "4",
+        # short backoff so the encoder-restart test finishes quickly
+        "PRISM_INGEST_RETRY_BACKOFF_MAX_S": "4",
+        "PRISM_STORE_BACKEND": "s3",
+        "PRISM_STORE_ENDPOINT": seaweed.endpoint,
+        "PRISM_STORE_BUCKET": f"prism-{tag}",
+        "PRISM_LOG_FORMAT": "json",
+        "PRISM_LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    store_settings = StoreSettings(backend="s3", endpoint=seaweed.endpoint, bucket=f"prism-{tag}")
+    store = S3Store(store_settings)
+    store.ensure_bucket()
+    app = create_app(IngestSettings(**{k.removeprefix("PRISM_INGEST_").lower(): v for k, v in env.items()
+                                       if k.startswith("PRISM_INGEST_")}))
+    app.declare_topology()
+    p = Pipeline(env, fusion, servicer, app, store, logs=tmp_path)
+    yield p
+    p.stop()
+
+
+def _catalog(src: Path, out: Path, n: int) -> Path:
+    """The first ``n`` products of a catalog that have photos, copied to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(exist_ok=True)
+    lines = []
+    with (src / "products.jsonl").open() as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if not rec.get("images"):
+                continue
+            for rel in rec["images"]:
+                shutil.copyfile(src / rel, out / rel)
+            lines.append(json.dumps(rec))
+            if len(lines) == n:
+                break
+    (out / "products.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _submit(p: Pipeline, root: Path, **kw: Any) -> Any:
+    from prism.catalog import Catalog
+    from services.ingest.submit import submit_catalog
+
+    return submit_catalog(p.app, p.store, Catalog.open(root), show_progress=False, timeout_s=240, **kw)
+
+
+def test_happy_path_update_and_delete(pipeline: Pipeline, myntra_slice: Path, tmp_path: Path) -> None:
+    pipeline.start_worker()
+    root = tmp_path / "cat"
+    shutil.copytree(myntra_slice, root)
+    report = _submit(pipeline, root)
+    assert report.summary()["indexed"] == 300, report.summary()
+    assert pipeline.ids() == {json.loads(x)["id"] for x in (root / "products.jsonl").read_text().splitlines()}
+    # update 20 (new title, new photo), delete 10
+    lines = [json.loads(x) for x in (root / "products.jsonl").read_text().splitlines()]
+    for i, rec in enumerate(lines[:20]):
+        rec["title"] = f"renamed {i} {rec['title']}"
+        (root / rec["images"][0]).write_bytes(jpeg((80, 120), colour=(10 * i, 200, 40)))
+    kept = lines[:290]
+    (root / "products.jsonl").write_text("\n".join(json.dumps(r) for r in kept) + "\n")
+    second = _submit(pipeline, root, prune=True)
+    s = second.summary()
+    assert s["indexed"] == 20 and s["unchanged"] == 270 and s["deleted"] == 10 and s["failed"] == 0, s
+    assert pipeline.ids() == {r["id"] for r in kept}
+    payloads = pipeline.index.payloads([r["id"] for r in kept[:20]], fields=["title"])
+    assert all(payloads[r["id"]]["title"] == r["title"] for r in kept[:20])
+    assert pipeline.dead_letters() == []
