@@ -131,7 +131,7 @@ def sync(app: IngestApp, res: Resources, product_id: str, *, source: str, on_med
         if info.size > s.max_media_bytes:
             raise InvalidInput(f"media {key!r} is larger than {s.max_media_bytes} bytes", code="media_too_large")
         if info.size == 0:
-            raise InvalidInput(f"media {key!r} is empty", code="invalid_image")
+            raise InvalidInput(f"media {key!r} is empty (0 bytes)", code="empty_media")
         infos.append(info)
     fingerprint = media_fingerprint(infos)
     extra = (

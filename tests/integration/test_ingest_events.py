@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.media_samples import jpeg
+from tests.media_samples import bad_images, jpeg
 from tests.servers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,7 +61,9 @@ class RestartableImageEncoder:
         from services.image_encoder.server import build_service
         from services.image_encoder.settings import Settings
 
-        self.service, self.servicer = build_service(Settings(port=self.port, metrics_port=0), self.common)
+        # No vector cache: every photo is really encoded, so the ingest is long enough to interrupt.
+        settings = Settings(port=self.port, metrics_port=0, cache_vectors=False)
+        self.service, self.servicer = build_service(settings, self.common)
         self.port = self.service.start()
         self.service.warm()
 
@@ -242,3 +246,123 @@ def test_happy_path_update_and_delete(pipeline: Pipeline, myntra_slice: Path, tm
     payloads = pipeline.index.payloads([r["id"] for r in kept[:20]], fields=["title"])
     assert all(payloads[r["id"]]["title"] == r["title"] for r in kept[:20])
     assert pipeline.dead_letters() == []
+
+
+def _in_background(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["report"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def _wait_for(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _finish(t: threading.Thread, box: dict[str, Any]) -> Any:
+    t.join(300)
+    assert not t.is_alive(), "ingest did not finish"
+    if "error" in box:
+        raise box["error"]
+    return box["report"]
+
+
+@pytest.fixture(scope="module")
+def catalog500(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _catalog(shared_data / "catalogs" / "myntra", tmp_path_factory.mktemp("myntra500"), 500)
+
+
+def test_sigkill_worker_mid_ingest_loses_and_duplicates_nothing(pipeline: Pipeline, catalog500: Path) -> None:
+    first = pipeline.start_worker()
+    t, box = _in_background(lambda: _submit(pipeline, catalog500))
+    _wait_for(lambda: pipeline.index.count() >= 60, 180, "the first products to be indexed")
+    os.killpg(first.pid, signal.SIGKILL)  # no warm shutdown: in-flight tasks die unacknowledged
+    first.wait(10)
+    done_at_kill = pipeline.index.count()
+    assert done_at_kill < 500, "the kill came too late to test anything"
+    pipeline.start_worker()
+    report = _finish(t, box)
+    s = report.summary()
+    assert s["failed"] == 0 and s["missing"] == 0, s
+    ids = [json.loads(x)["id"] for x in (catalog500 / "products.jsonl").read_text().splitlines()]
+    assert pipeline.index.count() == 500 and pipeline.ids() == set(ids)
+    assert pipeline.dead_letters() == []
+
+
+def test_image_encoder_down_then_back_tasks_retry_and_finish(
+    pipeline: Pipeline, image_encoder: Any, catalog500: Path, tmp_path: Path
+) -> None:
+    root = _catalog(catalog500, tmp_path / "cat", 150)
+    pipeline.start_worker()
+    t, box = _in_background(lambda: _submit(pipeline, root))
+    _wait_for(lambda: pipeline.index.count() >= 20, 180, "the first products to be indexed")
+    image_encoder.stop()
+    time.sleep(4)
+    assert pipeline.index.count() < 150
+    image_encoder.start()  # same port: the workers' channels reconnect
+    report = _finish(t, box)
+    s = report.summary()
+    assert s["indexed"] == 150 and s["failed"] == 0, s
+    assert pipeline.index.count() == 150
+    assert pipeline.dead_letters() == []
+
+
+def test_broker_connections_closed_mid_ingest_lose_nothing(
+    pipeline: Pipeline, catalog500: Path, tmp_path: Path
+) -> None:
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    assert rabbitmqctl is not None, "rabbitmqctl comes with the RabbitMQ server package"
+    root = _catalog(catalog500, tmp_path / "cat", 150)
+    pipeline.start_worker()
+    t, box = _in_background(lambda: _submit(pipeline, root))
+    _wait_for(lambda: pipeline.index.count() >= 20, 180, "the first products to be indexed")
+    # Every client connection drops (the worker's, the publisher's, this run's follower).
+    subprocess.run([rabbitmqctl, "close_all_connections", "prism test: connection loss"], check=True, timeout=60)
+    report = _finish(t, box)
+    s = report.summary()
+    assert s["failed"] == 0 and s["missing"] == 0, s
+    assert pipeline.index.count() == 150
+    assert pipeline.dead_letters() == []
+
+
+def test_bad_media_go_to_the_dead_letter_queue_with_reasons(
+    pipeline: Pipeline, catalog500: Path, tmp_path: Path
+) -> None:
+    from prism.index import ProductIndex  # noqa: F401 - the pipeline's index is one
+
+    root = _catalog(catalog500, tmp_path / "cat", 40)
+    good = [json.loads(x) for x in (root / "products.jsonl").read_text().splitlines()]
+    bad_ids: dict[str, str] = {}
+    lines = [json.dumps(r) for r in good]
+    for variant in range(4):
+        for kind, data in bad_images().items():
+            pid = f"bad-{kind}-{variant}".replace("_", "-")
+            name = f"images/{pid}.jpg"
+            (root / name).write_bytes(data + (b"\0" * variant if data else b""))
+            lines.insert(2 * len(bad_ids) + 1, json.dumps({"id": pid, "title": f"broken {kind}", "images": [name]}))
+            bad_ids[pid] = kind
+    assert len(bad_ids) == 20
+    (root / "products.jsonl").write_text("\n".join(lines) + "\n")
+    pipeline.start_worker()
+    report = _submit(pipeline, root)
+    s = report.summary()
+    assert s["indexed"] == 40 and s["failed"] == 20, s
+    assert pipeline.ids() == {r["id"] for r in good}
+    dead = {d["product_id"]: d for d in pipeline.dead_letters()}
+    assert set(dead) == set(bad_ids)
+    for d in dead.values():
+        assert d["code"] and d["reason"], d
+        assert d["code"] not in ("retries_exhausted",), d
+    # the reasons name what was wrong
+    assert {dead[p]["code"] for p in bad_ids if bad_ids[p] == "png_30000x30000"} == {"image_too_large"}
