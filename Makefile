@@ -54,6 +54,7 @@ eval: $(STAMP) ## prism eval on both catalogs under $(PRISM_DATA_DIR), JSON unde
 
 bench: $(STAMP) ## encoder throughput (bare vs gRPC) and gateway latency at 10k products, JSON under var/bench/
 	$(PY) -m prism.bench --out var/bench
+	$(PY) -m prism.bench_ingest --out var/bench
 	$(PY) -m prism.bench_ann --n 1000000 --out var/bench
 
 clean: ## remove caches and generated state (keeps .venv)

@@ -218,11 +218,15 @@ def register(app: IngestApp) -> None:
         except PrismError as exc:  # invalid record, corrupt or missing media: retrying cannot help
             outcome = Outcome(product_id, "failed", exc.code, exc.message)
         if outcome.outcome == "forwarded":
-            self.apply_async(
-                kwargs={"product_id": product_id, "run": run, "source": source, "media": True},
-                queue=s.media_queue,
-                routing_key=s.media_queue,
-            )
+            # An explicit producer: publishing from a pool thread through the implicit one loses
+            # the message on the in-memory transport (seen with Celery 5.7); RabbitMQ is fine either way.
+            with app.producer_or_acquire() as producer:
+                self.apply_async(
+                    kwargs={"product_id": product_id, "run": run, "source": source, "media": True},
+                    queue=s.media_queue,
+                    routing_key=s.media_queue,
+                    producer=producer,
+                )
         elif outcome.outcome == "failed":
             dead_letter(
                 app,
@@ -237,7 +241,7 @@ def register(app: IngestApp) -> None:
             )
         if outcome.final:
             publish_outcome(app, run, outcome)
-        log.info("ingest.synced", product_id=product_id, outcome=outcome.outcome, code=outcome.code or None)
+        log.debug("ingest.synced", product_id=product_id, outcome=outcome.outcome, code=outcome.code or None)
         return dict(outcome.__dict__)
 
     del sync_product  # registered on the app by the decorator; callers use app.tasks[SYNC_TASK]

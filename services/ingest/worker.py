@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ class EmbeddedWorker:
 
     def start(self, timeout: float = 30.0) -> None:
         s = self.app.settings
+        # A task line per product would drown the command's progress; failures still log.
+        logging.getLogger("celery").setLevel(logging.WARNING)
         self.app.finalize()
         self._controller = self.app.WorkController(
             app=self.app,
@@ -55,7 +58,7 @@ class EmbeddedWorker:
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
-            ready_callback=self._ready.set,
+            ready_callback=lambda _consumer: self._ready.set(),
         )
         self._thread = threading.Thread(target=self._controller.start, name="ingest-worker", daemon=True)
         self._thread.start()

@@ -21,6 +21,8 @@ SERVICES = {
     "text-encoder": "services.text_encoder.__main__",
     "image-encoder": "services.image_encoder.__main__",
     "gateway": "services.gateway.__main__",
+    "fusion": "services.fusion.__main__",
+    "ingest": "services.ingest.__main__",
 }
 
 
@@ -57,7 +59,8 @@ def cmd_demo(args: argparse.Namespace, common: CommonSettings) -> int:
     index_path = args.index or common.var_dir / "index" / catalog.name
     suite = start_suite(common=common, index_path=index_path, http_port=args.port)
     try:
-        report = suite.ingest(catalog, limit=args.limit)
+        # The same event-driven path as production: folder store, S3 events, Celery worker thread.
+        report = suite.submit(catalog, store_root=common.var_dir / "store" / catalog.name, limit=args.limit)
         print(f"ingested {catalog.root}: {report.summary()}", flush=True)
         print(
             f"\nPrism is serving {suite.gateway.core.index.count()} products at {suite.url}  (Ctrl-C to stop)\n"
@@ -72,21 +75,59 @@ def cmd_demo(args: argparse.Namespace, common: CommonSettings) -> int:
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace, common: CommonSettings) -> int:
-    from prism.embedded import start_suite
-
-    catalog = _catalog(args.catalog, common)
-    index_path = args.index or common.var_dir / "index" / catalog.name
-    with start_suite(common=common, index_path=index_path, http_port=0) as suite:
-        report = suite.ingest(catalog, strip=args.strip, prune=args.prune, limit=args.limit)
-    summary = report.summary()
+def _print_run(summary: dict[str, object], failed: list[tuple[str, str, str]]) -> None:
     print(
         f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, deleted {summary['deleted']}, "
         f"failed {summary['failed']} in {summary['seconds']} s"
     )
-    for pid, code, reason in report.failed[:50]:
+    for pid, code, reason in failed[:50]:
         print(f"  failed {pid}: {code}: {reason}")
-    return 0 if not report.failed else 1
+
+
+def cmd_ingest(args: argparse.Namespace, common: CommonSettings) -> int:
+    """Embedded unless PRISM_INGEST_BROKER_URL names a broker: then upload to the configured store
+    (PRISM_STORE_*), publish events and follow the remote workers."""
+    import json
+
+    from services.ingest.settings import Settings as IngestSettings
+
+    ingest = IngestSettings()
+    remote = "PRISM_INGEST_BROKER_URL" in os.environ and not ingest.broker_url.startswith("memory://")
+    if args.action == "status":
+        if not remote:
+            sys.exit("prism ingest status: set PRISM_INGEST_BROKER_URL to the broker the workers use")
+        from services.ingest.app import create_app
+        from services.ingest.submit import queue_status
+
+        print(json.dumps(queue_status(create_app(ingest)), indent=2, ensure_ascii=False))
+        return 0
+    if args.catalog is None:
+        sys.exit("prism ingest: --catalog DIR is required")
+    catalog = _catalog(args.catalog, common)
+    if remote:
+        from prism.storage import StoreSettings, open_store
+        from services.ingest.app import create_app
+        from services.ingest.submit import submit_catalog
+
+        store = open_store(StoreSettings())
+        ensure = getattr(store, "ensure_bucket", None)
+        if callable(ensure):
+            ensure()
+        run = submit_catalog(create_app(ingest), store, catalog, prune=args.prune, limit=args.limit)
+        _print_run(run.summary(), run.failed)
+        return 0 if not run.failed and not run.missing else 1
+    from prism.embedded import start_suite
+
+    index_path = args.index or common.var_dir / "index" / catalog.name
+    with start_suite(common=common, index_path=index_path, http_port=0) as suite:
+        if args.strip != "none":  # stripping is an evaluation tool: the library path does it
+            report = suite.ingest(catalog, strip=args.strip, prune=args.prune, limit=args.limit)
+            _print_run(report.summary(), report.failed)
+            return 0 if not report.failed else 1
+        store_root = common.var_dir / "store" / catalog.name
+        run = suite.submit(catalog, store_root=store_root, prune=args.prune, limit=args.limit)
+    _print_run(run.summary(), run.failed)
+    return 0 if not run.failed and not run.missing else 1
 
 
 def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
@@ -135,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="ingest only the first N products")
     p.set_defaults(fn=cmd_demo)
 
-    p = sub.add_parser("ingest", help="index a catalog through the ingestion path")
-    p.add_argument("--catalog", type=Path, required=True)
+    p = sub.add_parser("ingest", help="index a catalog through the event-driven ingestion path; `status`: queues")
+    p.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    p.add_argument("--catalog", type=Path)
     p.add_argument("--models", type=Path, help="trained models folder")
     p.add_argument("--index", type=Path)
     p.add_argument("--strip", choices=STRIP_MODES, default="none")

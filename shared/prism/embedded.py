@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from prism.grpc_server import GrpcService
     from prism.pipeline import IngestReport
     from services.gateway.server import Gateway
+    from services.ingest.app import IngestApp
+    from services.ingest.submit import RunReport
+    from services.ingest.worker import EmbeddedWorker
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +40,9 @@ class EmbeddedSuite:
     fusion_core: FusionCore
     http_port: int
     http_host: str = "127.0.0.1"
+    ingest_app: IngestApp | None = None
+    ingest_worker: EmbeddedWorker | None = None
+    store_root: Path | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -60,6 +66,64 @@ class EmbeddedSuite:
         self.refresh_lexical()
         return report
 
+    def start_ingest(self, store_root: Path, concurrency: int = 8) -> IngestApp:
+        """The event-driven path in-process: a folder store, Celery on the in-memory transport and a
+        real worker thread running the same tasks as a RabbitMQ worker, against these services."""
+        if self.ingest_app is not None:
+            return self.ingest_app
+        from prism.encoding import EncoderClient
+        from prism.fusion import FusionClient
+        from prism.storage import FolderStore
+        from services.ingest.app import create_app
+        from services.ingest.settings import Settings as IngestSettings
+        from services.ingest.tasks import Resources, use_resources
+        from services.ingest.worker import EmbeddedWorker
+
+        settings = IngestSettings(
+            broker_url="memory://localhost/",
+            text_encoder_address=self.encoders["text-encoder"].address,
+            image_encoder_address=self.encoders["image-encoder"].address,
+            fusion_address=self.fusion.address,
+            concurrency=concurrency,
+        )
+        app = create_app(settings)
+        use_resources(
+            app,
+            Resources(
+                text=EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s),
+                image=EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s),
+                fusion=FusionClient(settings.fusion_address, timeout_s=settings.encoder_timeout_s),
+                store=FolderStore(store_root),
+            ),
+        )
+        app.declare_topology()
+        worker = EmbeddedWorker(app, concurrency=concurrency)
+        worker.start()
+        self.ingest_app, self.ingest_worker, self.store_root = app, worker, store_root
+        return app
+
+    def submit(
+        self,
+        catalog: Catalog,
+        *,
+        store_root: Path,
+        prune: bool = False,
+        limit: int | None = None,
+        show_progress: bool = True,
+    ) -> RunReport:
+        """``prism ingest`` in embedded mode: upload to the folder store, publish the S3 events,
+        follow the worker's outcomes until the index caught up."""
+        from prism.storage import FolderStore
+        from services.ingest.submit import submit_catalog
+
+        app = self.start_ingest(store_root)
+        report = submit_catalog(
+            app, FolderStore(store_root), catalog, prune=prune, limit=limit, show_progress=show_progress
+        )
+        self.fusion_core.flush()
+        self.refresh_lexical()
+        return report
+
     def refresh_lexical(self) -> None:
         """Let the gateway's lexical search use the statistics the fusion service keeps current."""
         if self.gateway.core.lexical is not self.fusion_core.lexical:
@@ -69,6 +133,8 @@ class EmbeddedSuite:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.ingest_worker is not None:
+            self.ingest_worker.stop()
         self.gateway.stop()
         self.fusion.stop(grace=2.0)
         self.fusion_core.flush()

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from prism.devservers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
 from tests.media_samples import bad_images, jpeg
-from tests.servers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,4 +1,5 @@
-"""Real servers for the tests: SeaweedFS (S3) started per session, RabbitMQ as the machine runs it."""
+"""Real servers for tests and benchmarks: SeaweedFS (an S3 server) on free ports, RabbitMQ as the
+machine runs it (INFRA.md).  Development tooling: production points its settings at real servers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -1,0 +1,216 @@
+"""``make bench`` part: end-to-end ingestion throughput vs the bare image encoder, in one run.
+
+The whole path is the production one on real servers: upload to SeaweedFS (S3, minio SDK), S3 event
+records through RabbitMQ, Celery worker *processes* that download the photos, call the text and
+image encoder services over gRPC and upsert through the fusion service.  Vector caches are off so
+every photo is encoded.  Throughput (products/s, from the first event published to the last
+outcome) with 1 and 2 workers is printed as a ratio of the bare image encoder's products/s
+(the model in-process, no gRPC, same photos, same views) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prism.catalog import Catalog
+from prism.devservers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
+from prism.logs import setup_logging
+from prism.settings import CommonSettings
+
+
+def _slice(src: Catalog, out: Path, n: int) -> Catalog:
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for p in src.products():
+        if not p.images:
+            continue
+        for rel in p.images:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src.media_path(rel), out / rel)
+        lines.append(json.dumps(p.to_record()))
+        if len(lines) == n:
+            break
+    (out / "products.jsonl").write_text("\n".join(lines) + "\n")
+    return Catalog.open(out)
+
+
+def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts: tuple[int, ...]) -> dict[str, Any]:
+    from prism.media.images import decode_image
+    from prism.storage import S3Store, StoreSettings
+    from services.fusion import model as fusion_model
+    from services.fusion.server import FusionServicer, fusion_grpc_service
+    from services.fusion.settings import Settings as FusionSettings
+    from services.image_encoder.server import build_service as build_image
+    from services.image_encoder.settings import Settings as ImageSettings
+    from services.ingest.app import create_app
+    from services.ingest.settings import Settings as IngestSettings
+    from services.ingest.submit import submit_catalog
+    from services.text_encoder.server import build_service as build_text
+    from services.text_encoder.settings import Settings as TextSettings
+
+    broker = ensure_rabbitmq()
+    tmp = Path(tempfile.mkdtemp(prefix="prism-bench-ingest-"))
+    seaweed = SeaweedFS.start(tmp / "seaweed")
+    img_service, img_servicer = build_image(ImageSettings(port=0, metrics_port=0, cache_vectors=False), common)
+    txt_service, txt_servicer = build_text(TextSettings(port=0, metrics_port=0, cache_vectors=False), common)
+    for service in (img_service, txt_service):
+        service.start()
+        service.warm()
+    out: dict[str, Any] = {"products": n, "catalog": str(catalog.root), "runs": {}}
+    try:
+        data = _slice(catalog, tmp / "catalog", n)
+        photos = [data.media_path(p.images[0]).read_bytes() for p in data.products()]
+        backend = img_servicer.backend
+
+        def bare() -> float:
+            t0 = time.perf_counter()
+            for i in range(0, len(photos), 32):
+                backend.run([decode_image(b) for b in photos[i : i + 32]])
+            return len(photos) / (time.perf_counter() - t0)
+
+        bare_rates = [bare()]
+        for workers in worker_counts:
+            tag = uuid.uuid4().hex[:8]
+            fs = FusionSettings(
+                port=0,
+                text_encoder_address=txt_service.address,
+                image_encoder_address=img_service.address,
+                index_path=None,
+                collection=f"bench-{tag}",
+                lexical_stats=None,
+            )
+            servicer = FusionServicer(functools.partial(fusion_model.load, fs), 256)
+            fusion = fusion_grpc_service(servicer, fs)
+            fusion.start()
+            fusion.warm()
+            ingest = IngestSettings(
+                broker_url=broker,
+                text_encoder_address=txt_service.address,
+                image_encoder_address=img_service.address,
+                fusion_address=fusion.address,
+                events_exchange=f"b{tag}.s3-events",
+                events_queue=f"b{tag}.s3-events",
+                tasks_exchange=f"b{tag}.tasks",
+                text_queue=f"b{tag}.text",
+                media_queue=f"b{tag}.media",
+                dead_letter_exchange=f"b{tag}.dlx",
+                dead_letter_queue=f"b{tag}.dead",
+                outcomes_exchange=f"b{tag}.outcomes",
+            )
+            env = {
+                **os.environ,
+                **{f"PRISM_INGEST_{k.upper()}": str(v) for k, v in ingest.model_dump().items() if v is not None},
+                "PRISM_INGEST_METRICS_PORT": "0",
+                "PRISM_STORE_BACKEND": "s3",
+                "PRISM_STORE_ENDPOINT": seaweed.endpoint,
+                "PRISM_STORE_BUCKET": f"bench-{tag}",
+                "PRISM_LOG_LEVEL": "WARNING",
+                "PYTHONPATH": str(REPO_ROOT),
+            }
+            store = S3Store(StoreSettings(backend="s3", endpoint=seaweed.endpoint, bucket=f"bench-{tag}"))
+            store.ensure_bucket()
+            app = create_app(ingest)
+            app.declare_topology()
+            procs = []
+            for i in range(workers):
+                with (tmp / f"worker-{tag}-{i}.log").open("wb") as log:
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "services.ingest"], env=env, cwd=REPO_ROOT, stdout=log,
+                            stderr=subprocess.STDOUT,
+                        )
+                    )
+            try:
+                _wait_consumers(app, ingest.media_queue, workers)
+                published: dict[str, float] = {}
+                t0 = time.perf_counter()
+                report = submit_catalog(
+                    app, store, data, show_progress=True, timeout_s=1800,
+                    on_published=functools.partial(_mark, published),
+                )
+                elapsed = time.perf_counter() - t0
+                summary = report.summary()
+                out["runs"][str(workers)] = {
+                    "workers": workers,
+                    "seconds": round(elapsed, 2),
+                    "products_per_s": summary["indexed"] / elapsed,
+                    "indexed": summary["indexed"],
+                    "failed": summary["failed"],
+                    "upload_s": round(published["t"] - t0, 2),
+                }
+            finally:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    p.wait(30)
+                fusion.stop(grace=0)
+                with app.connection_for_write() as conn:
+                    for q in (ingest.events_queue, ingest.text_queue, ingest.media_queue, ingest.dead_letter_queue):
+                        conn.default_channel.queue_delete(q)
+            bare_rates.append(bare())  # bare again after each run: both see the same machine
+        bare_rate = sum(bare_rates) / len(bare_rates)
+        out["bare_image_products_per_s"] = bare_rate
+        out["bare_runs"] = bare_rates
+        out["views"] = int(img_servicer.backend.views) if hasattr(img_servicer.backend, "views") else None
+        for run in out["runs"].values():
+            run["ratio_to_bare"] = run["products_per_s"] / bare_rate
+    finally:
+        for service, sv in ((img_service, img_servicer), (txt_service, txt_servicer)):
+            service.stop(grace=1)
+            sv.close()
+        seaweed.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _mark(box: dict[str, float], _n: int) -> None:
+    box.setdefault("t", time.perf_counter())
+
+
+def _wait_consumers(app: Any, queue: str, n: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.connection_for_write() as conn:
+            if conn.default_channel.queue_declare(queue, passive=True).consumer_count >= n:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{n} workers did not start consuming {queue}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m prism.bench_ingest")
+    parser.add_argument("--catalog", type=Path, help="default: $PRISM_DATA_DIR/catalogs/myntra")
+    parser.add_argument("--products", type=int, default=300)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--out", type=Path, default=Path("var/bench"))
+    args = parser.parse_args(argv)
+    common = CommonSettings()
+    setup_logging("WARNING", "console")
+    catalog = Catalog.open(args.catalog or common.data_dir / "catalogs" / "myntra")
+    result = bench_ingest(common, catalog, args.products, tuple(int(w) for w in args.workers.split(",")))
+    print(f"\nend-to-end ingestion ({result['products']} products, S3 -> RabbitMQ -> Celery -> gRPC -> fusion)")
+    print(f"  bare image encoder: {result['bare_image_products_per_s']:.1f} products/s (in-process, no gRPC)")
+    for run in result["runs"].values():
+        print(
+            f"  {run['workers']} worker(s): {run['products_per_s']:.1f} products/s"
+            f"  ratio to bare {run['ratio_to_bare']:.2f}  ({run['indexed']} indexed, {run['failed']} failed)"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ingest.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out / 'ingest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
