@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,36 @@ class SearchCore:
         self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
         self.lexical: Bm25Encoder | None = None
         self.translator: QueryTranslator | None = None
+        self._stats_checked = time.monotonic()
+        self._stats_mtime = self._lexical_mtime()
+        self._reload_lock = threading.Lock()
+
+    def _lexical_mtime(self) -> float:
+        path = self.settings.lexical_stats
+        try:
+            return path.stat().st_mtime if path is not None else 0.0
+        except OSError:
+            return 0.0
+
+    def maybe_reload_lexical(self) -> None:
+        """Follow the BM25 statistics the fusion service keeps writing (distributed mode): reload the
+        file when it changed, checked at most every ``lexical_reload_s``."""
+        every = self.settings.lexical_reload_s
+        if every <= 0 or self.settings.lexical_stats is None or time.monotonic() - self._stats_checked < every:
+            return
+        if not self._reload_lock.acquire(blocking=False):
+            return  # another request is already reloading
+        try:
+            self._stats_checked = time.monotonic()
+            mtime = self._lexical_mtime()
+            if mtime and mtime != self._stats_mtime:
+                self.set_lexical(Bm25Encoder.load(self.settings.lexical_stats))
+                self._stats_mtime = mtime
+                log.info("gateway.lexical_reloaded", n_docs=self.lexical.n_docs if self.lexical else 0)
+        except (OSError, ValueError) as exc:  # a half-written or foreign file: keep the current stats
+            log.warning("gateway.lexical_reload_failed", error=str(exc))
+        finally:
+            self._reload_lock.release()
 
     # -- validation ---------------------------------------------------------------------------
     def options(
@@ -267,6 +298,7 @@ class SearchCore:
         """
         t0 = time.perf_counter()
         q = self.validate_text(text)
+        self.maybe_reload_lexical()
         translation = self.translator.translate(q) if self.translator is not None else None
         dense_text = translation.text if translation is not None and translation.text else q
         vec = self.text.embed_texts([dense_text], kind="query", timeout=self.settings.encoder_timeout_s)[0]

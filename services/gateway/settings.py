@@ -36,6 +36,9 @@ class Settings(ServiceSettings):
     # Hybrid text search: weighted reciprocal-rank fusion of dense text and BM25 lists of this size.
     # BM25 statistics of the indexed catalog, written by ingestion (absent: dense text search only).
     lexical_stats: Path | None = None
+    # Reload the statistics file when it changed (the fusion service rewrites it as products stream
+    # in); 0 disables (embedded mode shares the fusion service's statistics object in memory).
+    lexical_reload_s: float = 30.0
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
     rrf_k: int = 60

@@ -8,6 +8,7 @@ from prism.settings import ServiceSettings
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PRISM_INGEST_", extra="ignore")
 
+    port: int = 50054  # grpc.health.v1 only: SERVING while the worker consumes
     metrics_port: int = 9104
     # RabbitMQ in production; "memory://" runs the same tasks in-process (embedded mode).
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"

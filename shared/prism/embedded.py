@@ -209,6 +209,7 @@ def start_suite(
         index_path=index_path,
         collection=collection,
         lexical_stats=index_path / "lexical.json" if index_path is not None else None,
+        lexical_reload_s=0,
     )
     gateway = build_gateway(gw_settings)
     # The fusion service writes the same embedded index the gateway reads (one process owns it).

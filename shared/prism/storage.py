@@ -92,6 +92,9 @@ class StoreSettings(BaseSettings):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_object_bytes: int = 20 * 2**20
+    # MinIO: the ARN of an AMQP notification target (e.g. "arn:minio:sqs::PRISM:amqp") to subscribe
+    # the bucket to on start; empty for stores without bucket notifications (SeaweedFS, AWS via SNS).
+    notify_arn: str = ""
 
 
 def open_store(settings: StoreSettings) -> ObjectStore:
@@ -218,9 +221,25 @@ class S3Store:
         )
 
     def ensure_bucket(self) -> None:
+        """Create the bucket if needed and, with ``notify_arn``, send its object events to the broker."""
         with self._errors("bucket"):
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket)
+            if self.settings.notify_arn:
+                from minio.notificationconfig import NotificationConfig, QueueConfig
+
+                self.client.set_bucket_notification(
+                    self.bucket,
+                    NotificationConfig(
+                        queue_config_list=[
+                            QueueConfig(
+                                ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                                config_id="prism",
+                                queue=self.settings.notify_arn,
+                            )
+                        ]
+                    ),
+                )
 
     def _errors(self, key: str) -> _S3Errors:
         return _S3Errors(key, self.settings.endpoint)

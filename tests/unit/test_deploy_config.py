@@ -34,6 +34,7 @@ import yaml
 
 from prism.cli import SERVICES
 from prism.settings import CommonSettings, ServiceSettings
+from prism.storage import StoreSettings
 
 pytestmark = pytest.mark.unit
 
@@ -65,10 +66,20 @@ def env_name(cls: type[Any], field: str) -> str:
     return f"{env_prefix(cls)}{field}".upper()
 
 
+STORE_USERS = {"ingest"}  # services that open the object store (StoreSettings, PRISM_STORE_*)
+ENCODERS = {"text-encoder", "image-encoder"}
+# Encoders scale on CPU (GPU in production); ingest workers on load. The gateway runs a fixed replica
+# count and fusion is the single writer of the collection.
+AUTOSCALED = ENCODERS | {"ingest"}
+
+
 def valid_env(service: str) -> set[str]:
-    """Environment variable names the service reads: its Settings and CommonSettings."""
+    """Environment variable names the service reads: its Settings, CommonSettings, StoreSettings."""
     names = set()
-    for cls in (settings_class(service), CommonSettings):
+    classes: list[type[Any]] = [settings_class(service), CommonSettings]
+    if service in STORE_USERS:
+        classes.append(StoreSettings)
+    for cls in classes:
         assert not cls.model_config.get("case_sensitive"), cls
         names |= {env_name(cls, field) for field in cls.model_fields}
     return names
@@ -394,7 +405,7 @@ def test_compose_volumes_stop_grace_and_image_tag() -> None:
             source = mount.split(":", 1)[0]
             assert source.startswith((".", "/")) or source in declared, f"{name}: undeclared volume {source}"
     for name, (service, svc) in prism_compose_services().items():
-        if service != "gateway":  # the encoders keep the converted checkpoint and vector cache there
+        if service in ENCODERS:  # the encoders keep the converted checkpoint and vector cache there
             volume = "model-cache-gpu" if "gpu" in (svc.get("profiles") or []) else "model-cache"
             assert f"{volume}:{cache_dir}" in svc.get("volumes", []), name
         assert compose_env(svc).get("PRISM_CACHE_DIR", cache_dir) == cache_dir
@@ -665,7 +676,7 @@ def test_helm_pods_are_locked_down() -> None:
     assert v["cacheDir"] == dockerfile_env()["PRISM_CACHE_DIR"]
     # Encoders write the cache (converted checkpoint check, vector cache): it must be a volume.
     for name, block in chart_services().items():
-        assert block["modelCache"]["enabled"] == (name != "gateway"), name
+        assert block["modelCache"]["enabled"] == (name in ENCODERS), name
 
 
 def test_helm_grace_period_outlasts_the_services() -> None:
@@ -677,12 +688,13 @@ def test_helm_grace_period_outlasts_the_services() -> None:
 
 def test_helm_encoders_autoscale_and_can_use_gpus() -> None:
     for name, block in chart_services().items():
-        if name == "gateway":
+        if name not in AUTOSCALED:
             continue
         assert block["autoscaling"]["enabled"], name
         assert block["autoscaling"]["minReplicas"] <= block["autoscaling"]["maxReplicas"]
         assert "cpu" in block["resources"]["requests"], f"{name}: CPU autoscaling needs a CPU request"
-        assert block["gpu"]["count"] >= 1 and block["gpu"]["tolerations"], name
+        if name in ENCODERS:
+            assert block["gpu"]["count"] >= 1 and block["gpu"]["tolerations"], name
     deployment = (TEMPLATES / "deployment.yaml").read_text(encoding="utf-8")
     assert '"nvidia.com/gpu" $svc.gpu.count' in deployment
 
@@ -797,7 +809,7 @@ def test_helm_renders_what_the_code_expects(helm: Any) -> None:
             assert {"name": "grpc", "port": int(port)} in [
                 {"name": p["name"], "port": p["port"]} for p in services[host]["spec"]["ports"]]
     autoscaled = {h["spec"]["scaleTargetRef"]["name"] for h in objects["HorizontalPodAutoscaler"]}
-    assert autoscaled == {d["metadata"]["name"] for n, d in deployments.items() if n != "gateway"}
+    assert autoscaled == {d["metadata"]["name"] for n, d in deployments.items() if n in AUTOSCALED}
     for policy in objects["NetworkPolicy"]:
         pod_labels = deployments[component(policy)]["spec"]["template"]["metadata"]["labels"]
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
