@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prism import metrics
 from prism.errors import InvalidInput, PayloadTooLarge, PrismError
+from prism.events import MAX_EVENT_BYTES, parse_event
 from prism.logs import REQUEST_ID_HEADER, bind_request_id, clear_request_context
 
 from .core import SearchCore
@@ -178,6 +180,23 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True) ->
         exclude = q.get("exclude_same_group", "false").lower() in ("1", "true", "yes")
         result = await run_in_threadpool(core.similar, product_id, opts, exclude)
         return JSONResponse(result.to_json())
+
+    @app.post("/v1/events/s3", status_code=202)
+    async def s3_events(request: Request) -> JSONResponse:
+        """Webhook for stores that call one (SeaweedFS's filer, MinIO's webhook target): the same
+        S3 event-record JSON as the AMQP path, validated here and forwarded to the events exchange."""
+        sink: Callable[[dict[str, Any]], None] | None = getattr(request.app.state, "event_sink", None)
+        if sink is None:
+            return error_response(404, "not_found", "event ingestion is not configured on this gateway")
+        token = core.settings.events_token
+        if token:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return error_response(401, "unauthorized", "a valid bearer token is required")
+        body = await _read_body(request, MAX_EVENT_BYTES)
+        records = parse_event(body)  # InvalidInput -> 400 with the reason; nothing is forwarded
+        await run_in_threadpool(sink, json.loads(body))
+        return JSONResponse({"accepted": len(records)}, status_code=202)
 
     @app.get("/v1/products/{product_id}/images/{n}")
     async def product_image(product_id: str, n: int) -> FileResponse:

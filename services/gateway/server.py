@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -86,4 +88,26 @@ def build_gateway(settings: Settings, index: ProductIndex | None = None) -> Gate
     )
     ready = threading.Event()
     service.warmup = ready.set
-    return Gateway(core=core, grpc=service, app=create_app(core, ready=ready.is_set))
+    app = create_app(core, ready=ready.is_set)
+    if settings.events_broker_url:
+        app.state.event_sink = event_forwarder(settings)
+    return Gateway(core=core, grpc=service, app=app)
+
+
+def event_forwarder(settings: Settings) -> Callable[[dict[str, Any]], None]:
+    """Publishes webhook events to the broker's events exchange, as MinIO's AMQP target would."""
+    from services.ingest.app import create_app as create_ingest_app
+    from services.ingest.settings import Settings as IngestSettings
+    from services.ingest.submit import EventPublisher
+
+    assert settings.events_broker_url is not None
+    publisher = EventPublisher(
+        create_ingest_app(
+            IngestSettings(
+                broker_url=settings.events_broker_url,
+                events_exchange=settings.events_exchange,
+                events_queue=settings.events_queue,
+            )
+        )
+    )
+    return lambda event: publisher.publish([event])

@@ -43,6 +43,12 @@ class Settings(ServiceSettings):
     lexical_weight: float = 1.0
     rrf_k: int = 60
     hybrid_pool: int = 100
+    # S3 event webhook (POST /v1/events/s3): forwarded to this broker's events exchange when set.
+    events_broker_url: str | None = None
+    events_exchange: str = "prism.s3-events"
+    events_queue: str = "prism.s3-events"
+    # Bearer token the webhook requires (empty: none, for loopback-only setups).
+    events_token: str = ""
     # Facets are counted over this many top-ranked candidates.
     facet_pool: int = 200
     # Weights of the image and text similarity in "similar products".

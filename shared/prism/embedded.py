@@ -76,6 +76,7 @@ class EmbeddedSuite:
         from prism.storage import FolderStore
         from services.ingest.app import create_app
         from services.ingest.settings import Settings as IngestSettings
+        from services.ingest.submit import EventPublisher
         from services.ingest.tasks import Resources, use_resources
         from services.ingest.worker import EmbeddedWorker
 
@@ -97,6 +98,9 @@ class EmbeddedSuite:
             ),
         )
         app.declare_topology()
+        # The gateway's S3 webhook feeds the same in-process events queue.
+        publisher = EventPublisher(app)
+        self.gateway.app.state.event_sink = lambda event: publisher.publish([event])
         worker = EmbeddedWorker(app, concurrency=concurrency)
         worker.start()
         self.ingest_app, self.ingest_worker, self.store_root = app, worker, store_root

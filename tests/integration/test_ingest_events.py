@@ -366,3 +366,39 @@ def test_bad_media_go_to_the_dead_letter_queue_with_reasons(
         assert d["code"] not in ("retries_exhausted",), d
     # the reasons name what was wrong
     assert {dead[p]["code"] for p in bad_ids if bad_ids[p] == "png_30000x30000"} == {"image_too_large"}
+
+
+def test_webhook_events_index_like_amqp_ones_and_bad_events_are_refused(
+    pipeline: Pipeline, suite: Any, myntra_slice: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from prism.catalog import Catalog
+    from prism.events import build_event
+    from services.gateway.http import create_app
+    from services.ingest.submit import EventPublisher, upload_product
+
+    catalog = Catalog.open(myntra_slice)
+    products = list(catalog.products())[:5]
+    events = [upload_product(pipeline.store, catalog, p, run="") for p in products]
+    publisher = EventPublisher(pipeline.app)
+    app = create_app(suite.gateway.core)  # a second app over the suite's core: only its event sink differs
+    app.state.event_sink = lambda event: publisher.publish([event])
+    pipeline.start_worker()
+    with TestClient(app) as client:
+        good = json.dumps(build_event("created", "b", "products/x.json"))
+        bad = [
+            b"not json",
+            json.dumps({"Records": []}).encode(),
+            json.dumps({"Records": [{"eventName": "s3:Nope"}]}).encode(),
+            good.replace("products/x.json", "../etc/passwd").encode(),  # a path trick in the key
+        ]
+        for body in bad:
+            r = client.post("/v1/events/s3", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["message"], r.text
+        for ev in events:
+            r = client.post("/v1/events/s3", json=ev)
+            assert r.status_code == 202 and r.json() == {"accepted": 1}
+    _wait_for(lambda: pipeline.index.count() == 5, 120, "the webhook's products to be indexed")
+    assert pipeline.ids() == {p.id for p in products}
+    assert pipeline.dead_letters() == []
