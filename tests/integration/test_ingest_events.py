@@ -359,6 +359,14 @@ def test_bad_media_go_to_the_dead_letter_queue_with_reasons(
     s = report.summary()
     assert s["indexed"] == 40 and s["failed"] == 20, s
     assert pipeline.ids() == {r["id"] for r in good}
+    # `prism ingest status` reads the same: queue depths and the dead letters, left in place
+    from services.ingest.submit import queue_status
+
+    status = queue_status(pipeline.app, peek=25)
+    s_ = pipeline.app.settings
+    assert status["queues"][s_.dead_letter_queue]["messages"] == 20
+    assert status["queues"][s_.media_queue]["messages"] == 0 and status["queues"][s_.text_queue]["messages"] == 0
+    assert {d["product_id"] for d in status["dead_letters"]} == set(bad_ids)
     dead = {d["product_id"]: d for d in pipeline.dead_letters()}
     assert set(dead) == set(bad_ids)
     for d in dead.values():
