@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from prism.devservers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
@@ -218,6 +219,13 @@ def _catalog(src: Path, out: Path, n: int) -> Path:
     return out
 
 
+def _image_items_encoded() -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("prism_items_total", {"service": "image-encoder", "outcome": "ok"})
+    return float(value or 0.0)
+
+
 def _submit(p: Pipeline, root: Path, **kw: Any) -> Any:
     from prism.catalog import Catalog
     from services.ingest.submit import submit_catalog
@@ -245,6 +253,22 @@ def test_happy_path_update_and_delete(pipeline: Pipeline, myntra_slice: Path, tm
     assert pipeline.ids() == {r["id"] for r in kept}
     payloads = pipeline.index.payloads([r["id"] for r in kept[:20]], fields=["title"])
     assert all(payloads[r["id"]]["title"] == r["title"] for r in kept[:20])
+    # a text-only edit re-encodes the text and keeps the stored photo vectors (no photo is fetched)
+    edited = kept[20:25]
+    before = pipeline.index.vectors([r["id"] for r in edited], ["image", "text"])
+    photos_encoded = _image_items_encoded()
+    for rec in edited:
+        rec["title"] = f"{rec['title']} (new season)"
+    (root / "products.jsonl").write_text("\n".join(json.dumps(r) for r in kept) + "\n")
+    third = _submit(pipeline, root).summary()
+    assert third["indexed"] == 5 and third["unchanged"] == 285, third
+    assert _image_items_encoded() == photos_encoded, "a text-only edit must not re-encode photos"
+    after = pipeline.index.vectors([r["id"] for r in edited], ["image", "text"])
+    for rec in edited:
+        pid = rec["id"]
+        # kept, not recomputed (Qdrant re-normalises cosine vectors on upsert: equal to rounding)
+        assert np.allclose(after[pid]["image"], before[pid]["image"], atol=1e-6)
+        assert not np.allclose(after[pid]["text"], before[pid]["text"], atol=1e-3)
     assert pipeline.dead_letters() == []
 
 
