@@ -82,7 +82,8 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
                 )
                 for pid, s in states.items()
             },
-            indexed=core.index.count(),
+            # Counting is a scan in embedded mode: only when asked (no ids), never per product.
+            indexed=core.index.count() if not request.product_ids else 0,
         )
 
 

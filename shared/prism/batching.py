@@ -53,6 +53,10 @@ class MicroBatcher(Generic[T, R]):
         self._queue: queue.Queue[_Request[T, R] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # How busy the model is (benchmarks read these: is the encoder or its feeding the bottleneck?)
+        self.busy_s = 0.0
+        self.batches = 0
+        self.items = 0
 
     def start(self) -> None:
         with self._lock:
@@ -105,8 +109,12 @@ class MicroBatcher(Generic[T, R]):
     def _execute(self, batch: list[_Request[T, R]]) -> None:
         items: list[T] = [item for req in batch for item in req.items]
         metrics.BATCH_SIZE.labels(self._name).observe(len(items))
+        t0 = time.perf_counter()
         try:
             results = self._fn(items)
+            self.busy_s += time.perf_counter() - t0
+            self.batches += 1
+            self.items += len(items)
             if len(results) != len(items):
                 raise RuntimeError(f"{self._name}: model returned {len(results)} results for {len(items)} items")
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, not swallowed

@@ -3,9 +3,11 @@
 The whole path is the production one on real servers: upload to SeaweedFS (S3, minio SDK), S3 event
 records through RabbitMQ, Celery worker *processes* that download the photos, call the text and
 image encoder services over gRPC and upsert through the fusion service.  Vector caches are off so
-every photo is encoded.  Throughput (products/s, from the first event published to the last
-outcome) with 1 and 2 workers is printed as a ratio of the bare image encoder's products/s
-(the model in-process, no gRPC, same photos, same views) measured in the same run.
+every photo is encoded.  Throughput (products/s, from the first upload to the last outcome)
+with 1 and 2 workers is printed as a ratio of the bare image encoder's products/s (the model
+in-process, no gRPC, same photos, same views) measured in the same run, and as a ratio of both bare
+models (image, then the product's text), which is the model work each product needs.  CPU seconds
+per process and how busy each model was show where the time went.
 """
 
 from __future__ import annotations
@@ -79,7 +81,17 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
                 backend.run([decode_image(b) for b in photos[i : i + 32]])
             return len(photos) / (time.perf_counter() - t0)
 
+        texts = [p.text() for p in data.products()]
+        text_backend = txt_servicer.backend
+
+        def bare_text() -> float:
+            t0 = time.perf_counter()
+            for i in range(0, len(texts), 64):
+                text_backend.run([("passage", t) for t in texts[i : i + 64]])
+            return len(texts) / (time.perf_counter() - t0)
+
         bare_rates = [bare()]
+        text_rates = [bare_text()]
         for workers in worker_counts:
             tag = uuid.uuid4().hex[:8]
             fs = FusionSettings(
@@ -127,19 +139,29 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
                 with (tmp / f"worker-{tag}-{i}.log").open("wb") as log:
                     procs.append(
                         subprocess.Popen(
-                            [sys.executable, "-m", "services.ingest"], env=env, cwd=REPO_ROOT, stdout=log,
+                            [sys.executable, "-m", "services.ingest"],
+                            env=env,
+                            cwd=REPO_ROOT,
+                            stdout=log,
                             stderr=subprocess.STDOUT,
                         )
                     )
             try:
                 _wait_consumers(app, ingest.media_queue, workers)
                 published: dict[str, float] = {}
+                cpu0 = _cpu_seconds([p.pid for p in procs], seaweed.proc.pid)
+                counters0 = _batcher_counters(img_servicer, txt_servicer)
                 t0 = time.perf_counter()
                 report = submit_catalog(
                     app, store, data, show_progress=True, timeout_s=1800,
                     on_published=functools.partial(_mark, published),
                 )
                 elapsed = time.perf_counter() - t0
+                counters = {
+                    k: v - counters0[k] for k, v in _batcher_counters(img_servicer, txt_servicer).items()
+                }
+                cpu_now = _cpu_seconds([p.pid for p in procs], seaweed.proc.pid)
+                cpu = {k: round(v - cpu0.get(k, 0.0), 2) for k, v in cpu_now.items()}
                 summary = report.summary()
                 out["runs"][str(workers)] = {
                     "workers": workers,
@@ -148,6 +170,12 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
                     "indexed": summary["indexed"],
                     "failed": summary["failed"],
                     "upload_s": round(published["t"] - t0, 2),
+                    # share of the run the image model was computing, and its mean batch (photos)
+                    "image_busy": round(counters["image_busy_s"] / elapsed, 3),
+                    "image_mean_batch": round(counters["image_items"] / max(counters["image_batches"], 1), 1),
+                    "text_busy": round(counters["text_busy_s"] / elapsed, 3),
+                    # CPU seconds spent during the run, by process: where the time outside the models goes
+                    "cpu_s": cpu,
                 }
             finally:
                 for p in procs:
@@ -159,12 +187,19 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
                     for q in (ingest.events_queue, ingest.text_queue, ingest.media_queue, ingest.dead_letter_queue):
                         conn.default_channel.queue_delete(q)
             bare_rates.append(bare())  # bare again after each run: both see the same machine
+            text_rates.append(bare_text())
         bare_rate = sum(bare_rates) / len(bare_rates)
         out["bare_image_products_per_s"] = bare_rate
         out["bare_runs"] = bare_rates
+        text_rate = sum(text_rates) / len(text_rates)
+        out["bare_text_products_per_s"] = text_rate
+        # Both models in-process, no gRPC, one after the other: the model work a product needs.
+        both = 1.0 / (1.0 / bare_rate + 1.0 / text_rate)
+        out["bare_encoders_products_per_s"] = both
         out["views"] = int(img_servicer.backend.views) if hasattr(img_servicer.backend, "views") else None
         for run in out["runs"].values():
             run["ratio_to_bare"] = run["products_per_s"] / bare_rate
+            run["ratio_to_bare_encoders"] = run["products_per_s"] / both
     finally:
         for service, sv in ((img_service, img_servicer), (txt_service, txt_servicer)):
             service.stop(grace=1)
@@ -172,6 +207,34 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
         seaweed.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _cpu_seconds(workers: list[int], seaweed: int) -> dict[str, float]:
+    out = {
+        "this_process (encoders, fusion, upload)": time.process_time(),
+        "workers": sum(_proc_cpu(p) for p in workers),
+        "seaweedfs": _proc_cpu(seaweed),
+    }
+    beam = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout.split()
+    out["rabbitmq"] = sum(_proc_cpu(int(p)) for p in beam)
+    return out
+
+
+def _batcher_counters(image: Any, text: Any) -> dict[str, float]:
+    return {
+        "image_busy_s": image.batcher.busy_s,
+        "image_batches": image.batcher.batches,
+        "image_items": image.batcher.items,
+        "text_busy_s": text.batcher.busy_s,
+    }
 
 
 def _mark(box: dict[str, float], _n: int) -> None:
@@ -201,10 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     result = bench_ingest(common, catalog, args.products, tuple(int(w) for w in args.workers.split(",")))
     print(f"\nend-to-end ingestion ({result['products']} products, S3 -> RabbitMQ -> Celery -> gRPC -> fusion)")
     print(f"  bare image encoder: {result['bare_image_products_per_s']:.1f} products/s (in-process, no gRPC)")
+    print(
+        f"  bare text encoder: {result['bare_text_products_per_s']:.1f} products/s; both models, one after the"
+        f" other: {result['bare_encoders_products_per_s']:.1f} products/s"
+    )
     for run in result["runs"].values():
         print(
             f"  {run['workers']} worker(s): {run['products_per_s']:.1f} products/s"
-            f"  ratio to bare {run['ratio_to_bare']:.2f}  ({run['indexed']} indexed, {run['failed']} failed)"
+            f"  ratio to bare image {run['ratio_to_bare']:.2f}, to bare image+text"
+            f" {run['ratio_to_bare_encoders']:.2f}  ({run['indexed']} indexed, {run['failed']} failed;"
+            f" image model busy {run['image_busy']:.0%}, mean batch {run['image_mean_batch']},"
+            f" text model busy {run['text_busy']:.0%})"
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ingest.json").write_text(json.dumps(result, indent=2))
