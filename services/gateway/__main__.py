@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prism import tracing
 from prism.grpc_server import install_stop_signals, wait_until_serving
 from prism.logs import setup_logging
 from prism.settings import CommonSettings
@@ -13,6 +14,7 @@ from .settings import Settings
 def main() -> None:
     common, settings = CommonSettings(), Settings()
     setup_logging(common.log_level, common.log_format if common.log_format != "auto" else "json")
+    tracing.setup_tracing("gateway")  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     gateway = build_gateway(settings)
     gateway.grpc.start()
     install_stop_signals(gateway.stop)

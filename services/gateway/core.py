@@ -18,6 +18,7 @@ import numpy as np
 import structlog
 from qdrant_client import models as qm
 
+from prism import tracing
 from prism.catalog import validate_product_id
 from prism.encoding import EncoderClient
 from prism.errors import InvalidInput, NotFound
@@ -290,6 +291,18 @@ class SearchCore:
         self.lexical, self.translator = lexical, translator
 
     def search_text(self, text: object, opts: SearchOptions) -> SearchResult:
+        with tracing.span("search", kind="text"):
+            return self._search_text(text, opts)
+
+    def search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
+        with tracing.span("search", kind="image", bytes=len(data)):
+            return self._search_image(data, opts)
+
+    def similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
+        with tracing.span("search", kind="similar"):
+            return self._similar(product_id, opts, exclude_same_group)
+
+    def _search_text(self, text: object, opts: SearchOptions) -> SearchResult:
         """Hybrid: dense text vectors and BM25 over the product text, fused by weighted RRF.
 
         A Chinese (or mixed) query is translated to English with CC-CEDICT for the lexical half
@@ -318,13 +331,13 @@ class SearchCore:
 
         return self._run(retrieve, opts, ["text", q], start=t0)
 
-    def search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
+    def _search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
         t0 = time.perf_counter()
         probe_image(data, self.image_limits)  # refuse bad uploads before they reach the encoder
         vec = self.image.embed_one_media(data, timeout=self.settings.encoder_timeout_s)
         return self._run(self._single("image", vec), opts, ["image", hashlib.sha256(data).hexdigest()], start=t0)
 
-    def similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
+    def _similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
         """Products like ``product_id``: image and text similarity combined, queried by id (no vector round trip)."""
         t0 = time.perf_counter()
         pid = validate_product_id(product_id)

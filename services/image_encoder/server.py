@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from prism import tracing
 from prism.encoding import Backend, EncoderLimits, EncoderServicer, RawItem, encoder_grpc_service
 from prism.grpc_server import GrpcService
 from prism.media.images import ImageLimits, decode_image
@@ -35,7 +36,8 @@ def make_backend(embedder: ImageModel, settings: Settings) -> Backend[Image.Imag
     def prepare(item: RawItem) -> Image.Image:
         # Decoding runs in the calling gRPC thread, so concurrent requests decode in parallel
         # while the batcher thread keeps the model busy.
-        return decode_image(item.data or b"", limits)
+        with tracing.span("decode", bytes=len(item.data or b"")):
+            return decode_image(item.data or b"", limits)
 
     views = tuple(settings.views)
 

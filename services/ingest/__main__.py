@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import signals
 
+from prism import tracing
 from prism.grpc_server import GrpcService
 from prism.logs import setup_logging
 from prism.metrics import serve_metrics
@@ -26,6 +27,7 @@ from .worker import worker_argv
 def main() -> None:
     common, settings = CommonSettings(), Settings()
     setup_logging(common.log_level, common.log_format if common.log_format != "auto" else "json")
+    tracing.setup_tracing("ingest")  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     serve_metrics(settings.metrics_port, settings.host)
     health = GrpcService(
         name="ingest", registrations=[], host=settings.host, port=settings.port, grace_seconds=settings.grace_seconds

@@ -10,7 +10,7 @@ from celery import bootsteps
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from prism import metrics
+from prism import metrics, tracing
 from prism.errors import InvalidInput
 from prism.events import parse_event, product_of_key
 
@@ -38,7 +38,13 @@ def route_event(app: IngestApp, body: bytes | str | Mapping[str, Any]) -> int:
         pid, part = owner
         queue = s.text_queue if part == "record" else s.media_queue
         sync.apply_async(
-            kwargs={"product_id": pid, "run": ev.run, "source": part, "media": part == "media"},
+            kwargs={
+                "product_id": pid,
+                "run": ev.run,
+                "source": part,
+                "media": part == "media",
+                "trace": tracing.inject(),  # the event's span continues in the task
+            },
             queue=queue,
             routing_key=queue,
         )

@@ -26,7 +26,7 @@ from celery import Task
 from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from prism import metrics
+from prism import metrics, tracing
 from prism.catalog import parse_product, validate_product_id
 from prism.encoding import EncoderClient
 from prism.errors import DeadlineExceeded, InvalidInput, NotFound, PrismError, Unavailable
@@ -201,9 +201,18 @@ def register(app: IngestApp) -> None:
 
     @app.task(bind=True, name=SYNC_TASK, max_retries=s.max_retries, acks_late=True)  # type: ignore[untyped-decorator]
     def sync_product(
-        self: Task, product_id: str, run: str | None = None, source: str = "record", media: bool = False
+        self: Task,
+        product_id: str,
+        run: str | None = None,
+        source: str = "record",
+        media: bool = False,
+        trace: dict[str, str] | None = None,
     ) -> dict[str, str]:
         bind_request_id(f"{run or 'event'}:{product_id}")
+        with tracing.extracted(trace or {}), tracing.span("ingest.sync", product_id=product_id, media=media):
+            return _sync_task(self, product_id, run, source, media)
+
+    def _sync_task(self: Task, product_id: str, run: str | None, source: str, media: bool) -> dict[str, str]:
         try:
             outcome = sync(app, resources(app), product_id, source=source, on_media_queue=media)
         except TRANSIENT as exc:
@@ -222,7 +231,13 @@ def register(app: IngestApp) -> None:
             # the message on the in-memory transport (seen with Celery 5.7); RabbitMQ is fine either way.
             with app.producer_or_acquire() as producer:
                 self.apply_async(
-                    kwargs={"product_id": product_id, "run": run, "source": source, "media": True},
+                    kwargs={
+                        "product_id": product_id,
+                        "run": run,
+                        "source": source,
+                        "media": True,
+                        "trace": tracing.inject(),
+                    },
                     queue=s.media_queue,
                     routing_key=s.media_queue,
                     producer=producer,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from prism import tracing
 from prism.catalog import STRIP_MODES, Catalog, read_queries
 from prism.logs import setup_logging
 from prism.settings import CommonSettings
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     common = CommonSettings()
     if args.command != "serve":
         setup_logging(common.log_level, common.log_format)
+        tracing.setup_tracing("prism")  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     if getattr(args, "models", None) is not None:
         os.environ["PRISM_MODELS_DIR"] = str(args.models)
         common = CommonSettings()

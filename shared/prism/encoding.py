@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import structlog
 
-from prism import metrics
+from prism import metrics, tracing
 from prism.batching import MicroBatcher
 from prism.errors import InvalidInput, NotFound, PrismError, Unavailable
 from prism.gen.common.v1 import types_pb2
@@ -199,7 +199,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
 
     def Embed(self, request: encoder_pb2.EmbedRequest, context: grpc.ServicerContext) -> encoder_pb2.EmbedResponse:  # noqa: N802
         items = self._raw_items(request)
-        results = self.embed_items(items)
+        with tracing.span("encode", service=self.service, items=len(items)):
+            results = self.embed_items(items)
         if len(results) == 1 and isinstance(results[0], PrismError):
             raise results[0]
         out = encoder_pb2.EmbedResponse(model_id=self.model_id, dim=self.dim, space=encoder_pb2.SPACE_NATIVE)
@@ -265,7 +266,8 @@ class EncoderClient:
 
     def _metadata(self) -> list[tuple[str, str]]:
         rid = current_request_id()
-        return [(REQUEST_ID_HEADER, rid)] if rid else []
+        md = [(REQUEST_ID_HEADER, rid)] if rid else []
+        return md + list(tracing.inject().items())
 
     def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         try:

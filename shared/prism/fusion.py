@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 import structlog
 
-from prism import metrics
+from prism import metrics, tracing
 from prism.catalog import parse_product
 from prism.errors import InvalidInput, Unavailable
 from prism.gen.common.v1 import types_pb2
@@ -146,6 +146,10 @@ class FusionCore:
         on these very products (a full catalog ingest), so they are not counted twice."""
         if not products:
             return 0
+        with tracing.span("fuse", products=len(products)):
+            return self._upsert(products, observe)
+
+    def _upsert(self, products: Sequence[ProductUpdate], observe: bool) -> int:
         ids = [p.product_id for p in products]
         kept_names = sorted(
             {n for p in products for m in p.keep for n in (m, f"{m}_views") if n in self.layout.dims}
@@ -279,8 +283,9 @@ class FusionClient:
 
     def _call(self, method: Any, request: Any) -> Any:
         rid = current_request_id()
+        md = [(REQUEST_ID_HEADER, rid)] if rid else []
         try:
-            return method(request, timeout=self.timeout_s, metadata=[(REQUEST_ID_HEADER, rid)] if rid else [])
+            return method(request, timeout=self.timeout_s, metadata=md + list(tracing.inject().items()))
         except grpc.RpcError as exc:
             status = exc.code()
             if status == grpc.StatusCode.INVALID_ARGUMENT:

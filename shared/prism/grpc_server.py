@@ -24,7 +24,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from prism import errors, metrics
+from prism import errors, metrics, tracing
 from prism.logs import REQUEST_ID_HEADER, bind_request_id, clear_request_context
 
 log = structlog.get_logger(__name__)
@@ -95,7 +95,9 @@ class _ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return inner(request, context)
+                # The caller's trace continues here (W3C traceparent in the metadata).
+                with tracing.extracted(md), tracing.span("rpc", service=service, method=method):
+                    return inner(request, context)
             except errors.PrismError as exc:
                 code = status_for(exc)
                 log.info("rpc.rejected", method=method, code=code.name, error=exc.code, reason=exc.message)
