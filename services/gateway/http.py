@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,7 @@ from prism.errors import InvalidInput, PayloadTooLarge, PrismError
 from prism.events import MAX_EVENT_BYTES, parse_event
 from prism.logs import REQUEST_ID_HEADER, bind_request_id, clear_request_context
 
+from .access import Access, RateLimiter, load_keys
 from .core import SearchCore
 
 log = structlog.get_logger(__name__)
@@ -59,9 +61,61 @@ def _b64(value: object, what: str, limit: int) -> bytes:
         raise InvalidInput(f"{what} is not valid base64", code="invalid_base64") from exc
 
 
-def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True) -> FastAPI:
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+
+
+def scope_of(path: str) -> str | None:
+    """The scope a path needs (None: open to all, like the health and metrics endpoints)."""
+    if path in OPEN_PATHS or not path.startswith("/v1/"):
+        return None
+    return "ingest" if path.startswith("/v1/events/") else "search"
+
+
+def access_from(settings: Any) -> Access:
+    keys = load_keys(settings.api_keys, settings.api_keys_file)
+    return Access(keys, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
+
+
+def create_app(
+    core: SearchCore, *, ready: Callable[[], bool] = lambda: True, access: Access | None = None
+) -> FastAPI:
     settings = core.settings
     app = FastAPI(title="Prism search gateway", version="1", docs_url="/docs", redoc_url=None)
+    guard_access = access if access is not None else access_from(settings)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """API key -> scope -> rate limit, before anything is parsed or encoded."""
+        scope = scope_of(request.url.path)
+        if scope is None or request.method == "OPTIONS":
+            return await call_next(request)
+        key = None
+        if not guard_access.open:
+            presented = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
+                "Bearer "
+            ).strip()
+            key = guard_access.identify(presented)
+            if key is None:
+                return error_response(401, "unauthorized", "a valid API key is required (X-API-Key)")
+            if not key.allows(scope):
+                return error_response(403, "forbidden", f"this API key lacks the {scope!r} scope")
+        elif not settings.rate_limit_anonymous:
+            return await call_next(request)
+        wait = guard_access.retry_after(key, request.client.host if request.client else "unknown")
+        if wait:
+            response = error_response(429, "rate_limited", f"too many requests; retry in {wait} s")
+            response.headers["Retry-After"] = str(wait)
+            return response
+        return await call_next(request)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key", "Authorization", REQUEST_ID_HEADER],
+            max_age=600,
+        )
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -189,7 +243,7 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True) ->
         if sink is None:
             return error_response(404, "not_found", "event ingestion is not configured on this gateway")
         token = core.settings.events_token
-        if token:
+        if token and guard_access.open:  # with API keys configured, the ingest scope already decided
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return error_response(401, "unauthorized", "a valid bearer token is required")

@@ -49,6 +49,16 @@ class Settings(ServiceSettings):
     events_queue: str = "prism.s3-events"
     # Bearer token the webhook requires (empty: none, for loopback-only setups).
     events_token: str = ""
+    # API keys: "name:key:scope+scope,..." (scopes: search, ingest, admin) and/or a file of such lines.
+    # None configured: the gateway is open (the embedded demo on loopback).
+    api_keys: str = ""
+    api_keys_file: Path | None = None
+    # Per-key token bucket; anonymous callers (open gateway) are limited per address only if asked.
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 100
+    rate_limit_anonymous: bool = False
+    # Origins allowed to call the API from a browser (the web page on another host); empty: same origin.
+    cors_origins: tuple[str, ...] = ()
     # Facets are counted over this many top-ranked candidates.
     facet_pool: int = 200
     # Weights of the image and text similarity in "similar products".
