@@ -22,6 +22,9 @@ class Settings(ServiceSettings):
     qdrant_api_key: str | None = None
     index_path: Path | None = Path("var/index")
     collection: str = "products"
+    # Embedded engine when no qdrant_url: "local" (exact search, fine to ~100k products) or "edge"
+    # (Qdrant's engine in-process with an HNSW index, for up to millions: prism.edge_index).
+    index_engine: str = "local"
     # BM25 statistics kept current as products arrive; the gateway reads the same file.
     lexical_stats: Path | None = Path("var/index/lexical.json")
     # Most products per Upsert call (a worker sends a batch; bigger ones are refused, not cut).
@@ -33,4 +36,5 @@ class Settings(ServiceSettings):
             url=self.qdrant_url,
             api_key=self.qdrant_api_key,
             path=None if self.qdrant_url else self.index_path,
+            engine=self.index_engine,
         )

@@ -22,7 +22,7 @@ from prism import tracing
 from prism.catalog import validate_product_id
 from prism.encoding import EncoderClient
 from prism.errors import InvalidInput, NotFound
-from prism.index import ProductIndex, ScoredProduct, build_filter
+from prism.index import AnyIndex, ScoredProduct, build_filter
 from prism.lexical import Bm25Encoder, QueryTranslator
 from prism.media.images import ImageLimits, probe_image
 
@@ -98,7 +98,7 @@ def image_url(product_id: str, payload: Mapping[str, Any]) -> str:
 
 
 class SearchCore:
-    def __init__(self, settings: Settings, index: ProductIndex, text: EncoderClient, image: EncoderClient) -> None:
+    def __init__(self, settings: Settings, index: AnyIndex, text: EncoderClient, image: EncoderClient) -> None:
         self.settings = settings
         self.index = index
         self.text = text

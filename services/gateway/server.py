@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prism.encoding import EncoderClient
 from prism.gen.search.v1 import search_pb2, search_pb2_grpc
 from prism.grpc_server import GrpcService, Registration
-from prism.index import ProductIndex
+from prism.index import AnyIndex, open_index
 from prism.lexical import Bm25Encoder
 
 from .core import SearchCore
@@ -64,8 +64,8 @@ class Gateway:
         self.core.image.close()
 
 
-def build_gateway(settings: Settings, index: ProductIndex | None = None) -> Gateway:
-    index = index or ProductIndex.open(settings.index_settings())
+def build_gateway(settings: Settings, index: AnyIndex | None = None) -> Gateway:
+    index = index or open_index(settings.index_settings())
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
     image = EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s)
     core = SearchCore(settings, index, text, image)

@@ -22,6 +22,9 @@ class Settings(ServiceSettings):
     qdrant_api_key: str | None = None
     index_path: Path | None = Path("var/index")
     collection: str = "products"
+    # Embedded engine when no qdrant_url: "local" (exact search, fine to ~100k products) or "edge"
+    # (Qdrant's engine in-process with an HNSW index, for up to millions: prism.edge_index).
+    index_engine: str = "local"
     default_k: int = 20
     max_k: int = 100
     max_query_chars: int = 1_000
@@ -70,4 +73,5 @@ class Settings(ServiceSettings):
             url=self.qdrant_url,
             api_key=self.qdrant_api_key,
             path=None if self.qdrant_url else self.index_path,
+            engine=self.index_engine,
         )

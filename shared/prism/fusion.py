@@ -28,7 +28,7 @@ from prism.errors import InvalidInput, Unavailable
 from prism.gen.common.v1 import types_pb2
 from prism.gen.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from prism.grpc_server import channel_options
-from prism.index import ProductIndex
+from prism.index import AnyIndex
 from prism.lexical import Bm25Encoder, SparseTerms
 from prism.logs import REQUEST_ID_HEADER, current_request_id
 from prism.vectors import normalized_mean
@@ -92,7 +92,7 @@ class FusionCore:
 
     def __init__(
         self,
-        index: ProductIndex,
+        index: AnyIndex,
         layout: VectorLayout,
         *,
         model_id: str,

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import structlog
@@ -382,6 +382,10 @@ class ProductIndex:
             ids.extend(str((r.payload or {}).get("product_id")) for r in recs)
             if offset is None:
                 return ids
+
+
+# Either embedded engine (or a server client): the same public interface.
+AnyIndex = Union[ProductIndex, "EdgeProductIndex"]
 
 
 def open_index(settings: IndexSettings) -> ProductIndex | EdgeProductIndex:
