@@ -11,7 +11,7 @@ export PRISM_DATA_DIR ?= $(abspath ../shared/data)
 DATA := $(PRISM_DATA_DIR)/catalogs
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos test test-fast lint typecheck demo eval bench clean
+.PHONY: help install protos test test-fast lint typecheck demo eval bench up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,13 @@ bench: $(STAMP) ## encoder throughput (bare vs gRPC) and gateway latency at 10k 
 	$(PY) -m prism.bench --out var/bench
 	$(PY) -m prism.bench_ingest --out var/bench
 	$(PY) -m prism.bench_ann --n 1000000 --out var/bench
+
+up: ## where Docker runs: the distributed stack (docker-compose.yml), then the seed smoke test
+	docker compose up -d --build --wait
+	docker compose --profile seed run --rm seed
+
+down: ## stop the distributed stack (volumes are kept)
+	docker compose down
 
 clean: ## remove caches and generated state (keeps .venv)
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

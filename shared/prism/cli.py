@@ -131,6 +131,30 @@ def cmd_ingest(args: argparse.Namespace, common: CommonSettings) -> int:
     return 0 if not run.failed and not run.missing else 1
 
 
+def cmd_seed(args: argparse.Namespace, common: CommonSettings) -> int:
+    """Distributed smoke test: ingest a few products through the broker, then query the gateway."""
+    import json
+    from itertools import islice
+
+    from prism.storage import StoreSettings, open_store
+    from services.ingest.app import create_app
+    from services.ingest.seed import smoke_queries
+    from services.ingest.settings import Settings as IngestSettings
+    from services.ingest.submit import submit_catalog
+
+    catalog = _catalog(args.catalog, common)
+    store = open_store(StoreSettings())
+    ensure = getattr(store, "ensure_bucket", None)
+    if callable(ensure):
+        ensure()
+    run = submit_catalog(create_app(IngestSettings()), store, catalog, limit=args.limit)
+    print(json.dumps(run.summary()), flush=True)
+    products = [p for p in islice(catalog.products(), args.limit) if p.id in run.outcomes][: args.queries]
+    result = smoke_queries(args.gateway, catalog, products, api_key=os.environ.get("PRISM_SEED_API_KEY", ""))
+    print(json.dumps(result.summary()), flush=True)
+    return 0 if result.ok and not run.missing else 1
+
+
 def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
     from prism.embedded import start_suite
     from prism.evaluation import SUPPORTED_KINDS, evaluate, format_table, write_json
@@ -186,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="delete indexed products no longer in the catalog")
     p.add_argument("--limit", type=int)
     p.set_defaults(fn=cmd_ingest)
+
+    p = sub.add_parser("seed", help="smoke-test a distributed deployment: ingest a few products, query the gateway")
+    p.add_argument("--catalog", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=100, help="products to ingest")
+    p.add_argument("--queries", type=int, default=10, help="products to look up by title and by photo")
+    p.add_argument("--gateway", default=os.environ.get("PRISM_SEED_GATEWAY", "http://gateway:8080"))
+    p.set_defaults(fn=cmd_seed)
 
     p = sub.add_parser("eval", help="index a catalog into a fresh index and measure retrieval on a query set")
     p.add_argument("--catalog", type=Path, required=True)

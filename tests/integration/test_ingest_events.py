@@ -137,9 +137,7 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(
-    suite: Any, image_encoder: Any, seaweed: SeaweedFS, broker_url: str, tmp_path: Path
-) -> Iterator[Pipeline]:
+def pipeline(suite: Any, image_encoder: Any, seaweed: SeaweedFS, broker_url: str, tmp_path: Path) -> Iterator[Pipeline]:
     from prism.storage import S3Store, StoreSettings
     from services.fusion import model as fusion_model
     from services.fusion.server import FusionServicer, fusion_grpc_service
@@ -192,8 +190,11 @@ def pipeline(
     store_settings = StoreSettings(backend="s3", endpoint=seaweed.endpoint, bucket=f"prism-{tag}")
     store = S3Store(store_settings)
     store.ensure_bucket()
-    app = create_app(IngestSettings(**{k.removeprefix("PRISM_INGEST_").lower(): v for k, v in env.items()
-                                       if k.startswith("PRISM_INGEST_")}))
+    app = create_app(
+        IngestSettings(
+            **{k.removeprefix("PRISM_INGEST_").lower(): v for k, v in env.items() if k.startswith("PRISM_INGEST_")}
+        )
+    )
     app.declare_topology()
     p = Pipeline(env, fusion, servicer, app, store, logs=tmp_path)
     yield p
@@ -434,3 +435,51 @@ def test_webhook_events_index_like_amqp_ones_and_bad_events_are_refused(
     _wait_for(lambda: pipeline.index.count() == 5, 120, "the webhook's products to be indexed")
     assert pipeline.ids() == {p.id for p in products}
     assert pipeline.dead_letters() == []
+
+
+def test_prism_seed_smoke_tests_a_distributed_deployment(
+    pipeline: Pipeline, suite: Any, image_encoder: Any, myntra_slice: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose `seed` service's command against real RabbitMQ, SeaweedFS, a worker process and
+    a gateway over the fusion service's index."""
+    from prism.cli import main
+    from services.gateway.server import build_gateway
+    from services.gateway.settings import Settings as GatewaySettings
+
+    for k, v in pipeline.env.items():
+        if k.startswith(("PRISM_INGEST_", "PRISM_STORE_")):
+            monkeypatch.setenv(k, v)
+    gateway = build_gateway(
+        GatewaySettings(
+            port=0,
+            http_port=0,
+            text_encoder_address=suite.encoders["text-encoder"].address,
+            image_encoder_address=image_encoder.address,
+            index_path=None,
+            lexical_reload_s=0,
+        ),
+        index=pipeline.index,
+    )
+    gateway.grpc.start()
+    port = gateway.start_http("127.0.0.1", 0)
+    gateway.grpc.warm()
+    gateway.core.set_lexical(pipeline.fusion_servicer.core.lexical)
+    pipeline.start_worker()
+    try:
+        code = main(
+            [
+                "seed",
+                "--catalog",
+                str(myntra_slice),
+                "--limit",
+                "40",
+                "--queries",
+                "8",
+                "--gateway",
+                f"http://127.0.0.1:{port}",
+            ]
+        )
+    finally:
+        gateway.stop()  # HTTP, gRPC and its encoder channels; the index is the pipeline's
+    assert code == 0
+    assert pipeline.index.count() == 40
