@@ -810,7 +810,17 @@ def test_helm_renders_what_the_code_expects(helm: Any) -> None:
             assert {"name": "grpc", "port": int(port)} in [
                 {"name": p["name"], "port": p["port"]} for p in services[host]["spec"]["ports"]]
     autoscaled = {h["spec"]["scaleTargetRef"]["name"] for h in objects["HorizontalPodAutoscaler"]}
-    assert autoscaled == {d["metadata"]["name"] for n, d in deployments.items() if n in AUTOSCALED}
+    scaled = {o["spec"]["scaleTargetRef"]["name"] for o in objects.get("ScaledObject", [])}
+    assert not autoscaled & scaled, "one autoscaler per deployment"
+    assert autoscaled | scaled == {d["metadata"]["name"] for n, d in deployments.items() if n in AUTOSCALED}
+    # The workers scale on their RabbitMQ backlog: the queues the code consumes.
+    from services.ingest.settings import Settings as IngestSettings
+
+    (workers,) = objects["ScaledObject"]
+    assert workers["spec"]["scaleTargetRef"]["name"] == deployments["ingest"]["metadata"]["name"]
+    queues = {t["metadata"]["queueName"] for t in workers["spec"]["triggers"]}
+    assert queues == {IngestSettings().media_queue, IngestSettings().text_queue}
+    assert all(t["type"] == "rabbitmq" and t["authenticationRef"]["name"] for t in workers["spec"]["triggers"])
     for policy in objects["NetworkPolicy"]:
         pod_labels = deployments[component(policy)]["spec"]["template"]["metadata"]["labels"]
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
