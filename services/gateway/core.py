@@ -25,6 +25,7 @@ from prism.errors import InvalidInput, NotFound
 from prism.index import AnyIndex, ScoredProduct, build_filter
 from prism.lexical import Bm25Encoder, QueryTranslator
 from prism.media.images import ImageLimits, probe_image
+from prism.storage import ObjectStore
 
 from .ranking import Fused, weighted_rrf
 from .settings import Settings
@@ -106,6 +107,8 @@ class SearchCore:
         self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
         self.lexical: Bm25Encoder | None = None
         self.translator: QueryTranslator | None = None
+        # Where products ingested through the S3 path keep their photos (PRISM_STORE_*, when set).
+        self.store: ObjectStore | None = None
         self._stats_checked = time.monotonic()
         self._stats_mtime = self._lexical_mtime()
         self._reload_lock = threading.Lock()
@@ -406,14 +409,21 @@ class SearchCore:
         }
 
     def image_file(self, product_id: str, n: int) -> Any:
-        """Path of a product's n-th catalog image, only ever one that the index itself references."""
+        """A product's n-th image, only ever one that the index itself references: a file path
+        (catalog folder or folder store), or the bytes from the S3 store for products ingested there."""
         from pathlib import Path
 
         pid = validate_product_id(product_id)
         p = self.index.get(pid)
         images = p.get("images") or []
+        if not 0 <= n < len(images):
+            raise NotFound(f"product {pid!r} has no image {n}")
+        if p.get("media_store") == "s3":
+            if self.store is None:
+                raise NotFound(f"image {n} of {pid!r} lives in the object store, which this gateway does not read")
+            return self.store.get(str(images[n]), self.settings.max_upload_bytes)
         root = p.get("catalog_root")
-        if not root or not 0 <= n < len(images):
+        if not root:
             raise NotFound(f"product {pid!r} has no image {n}")
         base = Path(root).resolve()
         path = (base / images[n]).resolve()

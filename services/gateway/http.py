@@ -25,6 +25,7 @@ from prism import metrics
 from prism.errors import InvalidInput, PayloadTooLarge, PrismError
 from prism.events import MAX_EVENT_BYTES, parse_event
 from prism.logs import REQUEST_ID_HEADER, bind_request_id, clear_request_context
+from prism.media.images import sniff_image_type
 
 from .access import Access, RateLimiter, load_keys
 from .core import SearchCore
@@ -253,8 +254,12 @@ def create_app(
         return JSONResponse({"accepted": len(records)}, status_code=202)
 
     @app.get("/v1/products/{product_id}/images/{n}")
-    async def product_image(product_id: str, n: int) -> FileResponse:
-        path = await run_in_threadpool(core.image_file, product_id, n)
-        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+    async def product_image(product_id: str, n: int) -> Response:
+        found = await run_in_threadpool(core.image_file, product_id, n)
+        headers = {"Cache-Control": "public, max-age=86400"}
+        if isinstance(found, bytes):  # from the object store: the type is sniffed, never trusted from the key
+            kind = sniff_image_type(found)
+            return Response(found, media_type=kind, headers={**headers, "X-Content-Type-Options": "nosniff"})
+        return FileResponse(found, headers=headers)
 
     return app

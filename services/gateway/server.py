@@ -69,6 +69,10 @@ def build_gateway(settings: Settings, index: AnyIndex | None = None) -> Gateway:
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
     image = EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s)
     core = SearchCore(settings, index, text, image)
+    if settings.media_from_store:
+        from prism.storage import StoreSettings, open_store
+
+        core.store = open_store(StoreSettings())
     if settings.lexical_stats is not None and settings.lexical_stats.is_file():
         core.set_lexical(Bm25Encoder.load(settings.lexical_stats))
     service = GrpcService(

@@ -52,6 +52,8 @@ class Settings(ServiceSettings):
     events_queue: str = "prism.s3-events"
     # Bearer token the webhook requires (empty: none, for loopback-only setups).
     events_token: str = ""
+    # Serve the photos of products ingested through the S3 path from the object store (PRISM_STORE_*).
+    media_from_store: bool = False
     # API keys: "name:key:scope+scope,..." (scopes: search, ingest, admin) and/or a file of such lines.
     # None configured: the gateway is open (the embedded demo on loopback).
     api_keys: str = ""

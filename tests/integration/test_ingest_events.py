@@ -479,7 +479,18 @@ def test_prism_seed_smoke_tests_a_distributed_deployment(
                 f"http://127.0.0.1:{port}",
             ]
         )
+        assert code == 0
+        assert pipeline.index.count() == 40
+        # photos of S3-ingested products are served from the store (none without one configured)
+        import httpx
+
+        pid = next(iter(pipeline.ids()))
+        url = f"http://127.0.0.1:{port}/v1/products/{pid}/images/0"
+        assert httpx.get(url, timeout=30).status_code == 404
+        gateway.core.store = pipeline.store
+        r = httpx.get(url, timeout=30)
+        key = pipeline.index.get(pid)["images"][0]
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert r.content == pipeline.store.get(key, 10**7)
     finally:
         gateway.stop()  # HTTP, gRPC and its encoder channels; the index is the pipeline's
-    assert code == 0
-    assert pipeline.index.count() == 40

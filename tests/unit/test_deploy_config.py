@@ -66,7 +66,7 @@ def env_name(cls: type[Any], field: str) -> str:
     return f"{env_prefix(cls)}{field}".upper()
 
 
-STORE_USERS = {"ingest"}  # services that open the object store (StoreSettings, PRISM_STORE_*)
+STORE_USERS = {"ingest", "gateway"}  # services that open the object store (StoreSettings, PRISM_STORE_*)
 ENCODERS = {"text-encoder", "image-encoder"}
 # Encoders scale on CPU (GPU in production); ingest workers on load. The gateway runs a fixed replica
 # count and fusion is the single writer of the collection.

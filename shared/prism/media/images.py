@@ -115,6 +115,14 @@ def _quiet_pil() -> Iterator[None]:
 # format sniffing
 
 
+_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
+
+
+def sniff_image_type(data: bytes) -> str:
+    """The media type to serve ``data`` as: a known image type from its bytes, else octet-stream."""
+    return _MEDIA_TYPES.get(_sniff(data) or "", "application/octet-stream")
+
+
 def _sniff(data: bytes) -> str | None:
     """Best-effort name of the format of ``data`` from its magic bytes (None when unknown)."""
     head = data[:64]
