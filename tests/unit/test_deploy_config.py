@@ -610,6 +610,7 @@ def helm_env(name: str, block: dict[str, Any]) -> dict[str, str]:
     env |= {k: str(v) for k, v in values()["commonEnv"].items()}
     env |= {k: str(v) for k, v in block["env"].items()}
     env |= {k: f"<{target}>" for k, target in block["upstreams"].items()}
+    env |= {k: f"<secret {ref['name']}/{ref['key']}>" for k, ref in block["secretEnv"].items()}
     env |= {v: f"<qdrant {k}>" for k, v in block["qdrantEnv"].items()}
     return env
 
@@ -816,6 +817,9 @@ def test_helm_renders_what_the_code_expects(helm: Any) -> None:
     # The workers scale on their RabbitMQ backlog: the queues the code consumes.
     from services.ingest.settings import Settings as IngestSettings
 
+    worker_env = {e["name"]: e for e in deployments["ingest"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for var in ("PRISM_INGEST_BROKER_URL", "PRISM_STORE_ACCESS_KEY", "PRISM_STORE_SECRET_KEY"):
+        assert "secretKeyRef" in worker_env[var]["valueFrom"], var  # credentials only from Secrets
     (workers,) = objects["ScaledObject"]
     assert workers["spec"]["scaleTargetRef"]["name"] == deployments["ingest"]["metadata"]["name"]
     queues = {t["metadata"]["queueName"] for t in workers["spec"]["triggers"]}
