@@ -20,6 +20,8 @@ class Settings(ServiceSettings):
     # Vector index: a Qdrant server URL, or embedded on a folder (or in memory when neither is set).
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    # A slow index answers 504 after this long instead of holding the request.
+    qdrant_timeout_s: int = 5
     index_path: Path | None = Path("var/index")
     collection: str = "products"
     # Embedded engine when no qdrant_url: "local" (exact search, fine to ~100k products) or "edge"
@@ -76,4 +78,5 @@ class Settings(ServiceSettings):
             api_key=self.qdrant_api_key,
             path=None if self.qdrant_url else self.index_path,
             engine=self.index_engine,
+            timeout_s=float(self.qdrant_timeout_s),
         )

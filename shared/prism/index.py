@@ -20,7 +20,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from prism import metrics
-from prism.errors import InvalidInput, NotFound
+from prism.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
 from prism.lexical import SparseTerms, sparse_vector_params
 from prism.vectors import maxsim, normalized_mean
 
@@ -152,11 +152,48 @@ class _Serialized:
         return call
 
 
+class _Guarded:
+    """Proxy over a Qdrant *server* client: a slow or unreachable server becomes DeadlineExceeded or
+    Unavailable (504 / 503 with a reason at the gateway), never a hang or an anonymous 500."""
+
+    def __init__(self, client: QdrantClient, url: str, timeout_s: float) -> None:
+        self._client = client
+        self._url = url
+        self._timeout_s = timeout_s
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import httpx
+            from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+            try:
+                return attr(*args, **kwargs)
+            except (ResponseHandlingException, httpx.TransportError) as exc:
+                cause = exc.source if isinstance(exc, ResponseHandlingException) else exc
+                if isinstance(cause, httpx.TimeoutException):
+                    raise DeadlineExceeded(
+                        f"vector index at {self._url} did not answer within {self._timeout_s:g} s"
+                    ) from exc
+                raise Unavailable(f"vector index at {self._url} unreachable: {type(cause).__name__}") from exc
+            except UnexpectedResponse as exc:
+                if exc.status_code is not None and exc.status_code >= 500:
+                    raise Unavailable(f"vector index at {self._url} failed: HTTP {exc.status_code}") from exc
+                raise
+
+        return call
+
+
 class ProductIndex:
     """Thin, typed wrapper over one Qdrant collection of products."""
 
     def __init__(self, client: QdrantClient, settings: IndexSettings) -> None:
-        self.client: Any = _Serialized(client) if settings.url is None else client
+        self.client: Any = (
+            _Serialized(client) if settings.url is None else _Guarded(client, settings.url, settings.timeout_s)
+        )
         self.settings = settings
         self.collection = settings.collection
         self.embedded = settings.url is None
