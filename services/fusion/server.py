@@ -88,21 +88,17 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
 
 
 def fusion_grpc_service(servicer: FusionServicer, settings: Settings) -> GrpcService:
-    return GrpcService(
-        name=SERVICE_NAME,
-        registrations=[
+    return GrpcService.for_settings(
+        SERVICE_NAME,
+        [
             Registration(
                 fusion_pb2_grpc.add_FusionServiceServicer_to_server,
                 servicer,
                 fusion_pb2.DESCRIPTOR.services_by_name["FusionService"].full_name,
             )
         ],
-        host=settings.host,
-        port=settings.port,
+        settings,
         warmup=servicer.warmup,
-        max_workers=settings.max_workers,
-        max_message_bytes=settings.max_message_bytes,
-        grace_seconds=settings.grace_seconds,
     )
 
 

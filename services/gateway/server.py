@@ -75,20 +75,16 @@ def build_gateway(settings: Settings, index: AnyIndex | None = None) -> Gateway:
         core.store = open_store(StoreSettings())
     if settings.lexical_stats is not None and settings.lexical_stats.is_file():
         core.set_lexical(Bm25Encoder.load(settings.lexical_stats))
-    service = GrpcService(
-        name=SERVICE_NAME,
-        registrations=[
+    service = GrpcService.for_settings(
+        SERVICE_NAME,
+        [
             Registration(
                 search_pb2_grpc.add_SearchServiceServicer_to_server,
                 SearchServicer(core),
                 search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
             )
         ],
-        host=settings.host,
-        port=settings.port,
-        max_workers=settings.max_workers,
-        max_message_bytes=settings.max_message_bytes,
-        grace_seconds=settings.grace_seconds,
+        settings,
     )
     ready = threading.Event()
     service.warmup = ready.set

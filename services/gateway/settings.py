@@ -4,11 +4,10 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from prism.index import IndexSettings
-from prism.settings import ServiceSettings
+from prism.index import IndexedServiceSettings
 
 
-class Settings(ServiceSettings):
+class Settings(IndexedServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PRISM_GATEWAY_", extra="ignore")
 
     port: int = 50050  # gRPC SearchService
@@ -17,16 +16,6 @@ class Settings(ServiceSettings):
     text_encoder_address: str = "127.0.0.1:50051"
     image_encoder_address: str = "127.0.0.1:50052"
     encoder_timeout_s: float = 10.0
-    # Vector index: a Qdrant server URL, or embedded on a folder (or in memory when neither is set).
-    qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
-    # A slow index answers 504 after this long instead of holding the request.
-    qdrant_timeout_s: int = 5
-    index_path: Path | None = Path("var/index")
-    collection: str = "products"
-    # Embedded engine when no qdrant_url: "local" (exact search, fine to ~100k products) or "edge"
-    # (Qdrant's engine in-process with an HNSW index, for up to millions: prism.edge_index).
-    index_engine: str = "local"
     default_k: int = 20
     max_k: int = 100
     max_query_chars: int = 1_000
@@ -70,13 +59,3 @@ class Settings(ServiceSettings):
     facet_pool: int = 200
     # Weights of the image and text similarity in "similar products".
     similar_image_weight: float = 0.5
-
-    def index_settings(self) -> IndexSettings:
-        return IndexSettings(
-            collection=self.collection,
-            url=self.qdrant_url,
-            api_key=self.qdrant_api_key,
-            path=None if self.qdrant_url else self.index_path,
-            engine=self.index_engine,
-            timeout_s=float(self.qdrant_timeout_s),
-        )

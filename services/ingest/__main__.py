@@ -29,9 +29,7 @@ def main() -> None:
     setup_logging(common.log_level, common.log_format if common.log_format != "auto" else "json")
     tracing.setup_tracing("ingest")  # exported only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     serve_metrics(settings.metrics_port, settings.host)
-    health = GrpcService(
-        name="ingest", registrations=[], host=settings.host, port=settings.port, grace_seconds=settings.grace_seconds
-    )
+    health = GrpcService.for_settings("ingest", [], settings)
     health.start()
 
     def ready(**_: Any) -> None:

@@ -41,7 +41,7 @@ from qdrant_client import models as qm
 
 from prism import metrics
 from prism.errors import InvalidInput, NotFound
-from prism.index import DEFAULT_INDEXED_ATTRIBUTES, IndexSettings, ScoredProduct, point_id
+from prism.index import DEFAULT_INDEXED_ATTRIBUTES, IndexSettings, ScoredProduct, point_id, vectors_by_product
 from prism.lexical import SparseTerms
 from prism.vectors import normalized_mean
 
@@ -333,13 +333,7 @@ class EdgeProductIndex:
             if self._shard is None:
                 return {}
             recs = self._shard.retrieve(ids, with_payload=["product_id"], with_vector=list(names))
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for r in recs:
-            vecs = r.vector if isinstance(r.vector, dict) else {}
-            out[str((r.payload or {}).get("product_id"))] = {
-                n: np.asarray(v, dtype=np.float32) for n, v in vecs.items() if n in names and v is not None
-            }
-        return out
+        return vectors_by_product(recs, names)
 
     def get(self, product_id: str) -> dict[str, Any]:
         found = self.payloads([product_id])

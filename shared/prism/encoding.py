@@ -322,19 +322,15 @@ class EncoderClient:
 
 def encoder_grpc_service(servicer: EncoderServicer[Any], settings: ServiceSettings) -> GrpcService:
     """Mount an encoder servicer in the shared gRPC wrapper; the model loads in ``warm()``."""
-    return GrpcService(
-        name=servicer.service,
-        registrations=[
+    return GrpcService.for_settings(
+        servicer.service,
+        [
             Registration(
                 encoder_pb2_grpc.add_EncoderServiceServicer_to_server,
                 servicer,
                 encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name,
             )
         ],
-        host=settings.host,
-        port=settings.port,
+        settings,
         warmup=servicer.warmup,
-        max_workers=settings.max_workers,
-        max_message_bytes=settings.max_message_bytes,
-        grace_seconds=settings.grace_seconds,
     )

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from prism import errors, metrics, tracing
 from prism.logs import REQUEST_ID_HEADER, bind_request_id, clear_request_context
+from prism.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -151,6 +152,26 @@ class GrpcService:
     _server: grpc.Server | None = field(init=False, default=None)
     _health: health.HealthServicer = field(init=False)
     _stopped: threading.Event = field(init=False, default_factory=threading.Event)
+
+    @classmethod
+    def for_settings(
+        cls,
+        name: str,
+        registrations: Sequence[Registration],
+        settings: ServiceSettings,
+        warmup: Callable[[], None] | None = None,
+    ) -> GrpcService:
+        """A service bound, sized and drained as its settings say (every Prism service builds it so)."""
+        return cls(
+            name=name,
+            registrations=registrations,
+            host=settings.host,
+            port=settings.port,
+            warmup=warmup,
+            max_workers=settings.max_workers,
+            max_message_bytes=settings.max_message_bytes,
+            grace_seconds=settings.grace_seconds,
+        )
 
     def start(self) -> int:
         """Bind and start serving (health NOT_SERVING); returns the bound port."""

@@ -22,6 +22,7 @@ from qdrant_client import models as qm
 from prism import metrics
 from prism.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
 from prism.lexical import SparseTerms, sparse_vector_params
+from prism.settings import ServiceSettings
 from prism.vectors import maxsim, normalized_mean
 
 if TYPE_CHECKING:
@@ -48,6 +49,42 @@ DEFAULT_INDEXED_ATTRIBUTES = (
     "brand",
 )
 FILTER_FIELD_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+class IndexedServiceSettings(ServiceSettings):
+    """Settings of a service that opens the product index (gateway, fusion); env prefix per subclass."""
+
+    # Vector index: a Qdrant server URL, or embedded on a folder (or in memory when neither is set).
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    # A slow index fails the call (504) after this long instead of holding it.
+    qdrant_timeout_s: int = 5
+    index_path: Path | None = Path("var/index")
+    collection: str = "products"
+    # Embedded engine when no qdrant_url: "local" (exact search, fine to ~100k products) or "edge"
+    # (Qdrant's engine in-process with an HNSW index, for up to millions: prism.edge_index).
+    index_engine: str = "local"
+
+    def index_settings(self) -> IndexSettings:
+        return IndexSettings(
+            collection=self.collection,
+            url=self.qdrant_url,
+            api_key=self.qdrant_api_key,
+            path=None if self.qdrant_url else self.index_path,
+            engine=self.index_engine,
+            timeout_s=float(self.qdrant_timeout_s),
+        )
+
+
+def vectors_by_product(records: Iterable[Any], names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Product id -> {vector name: array} of retrieved points (either engine's records)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for r in records:
+        vecs = r.vector if isinstance(r.vector, dict) else {}
+        out[str((r.payload or {}).get("product_id"))] = {
+            n: np.asarray(v, dtype=np.float32) for n, v in vecs.items() if n in names and v is not None
+        }
+    return out
 
 
 def point_id(product_id: str) -> str:
@@ -315,13 +352,7 @@ class ProductIndex:
         recs = self.client.retrieve(
             self.collection, [point_id(p) for p in product_ids], with_payload=["product_id"], with_vectors=list(names)
         )
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for r in recs:
-            vecs = r.vector if isinstance(r.vector, dict) else {}
-            out[str((r.payload or {}).get("product_id"))] = {
-                n: np.asarray(v, dtype=np.float32) for n, v in vecs.items() if n in names and v is not None
-            }
-        return out
+        return vectors_by_product(recs, names)
 
     def get(self, product_id: str) -> dict[str, Any]:
         found = self.payloads([product_id])
