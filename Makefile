@@ -52,7 +52,7 @@ eval: $(STAMP) ## prism eval on both catalogs under $(PRISM_DATA_DIR), JSON unde
 	$(VENV)/bin/prism eval --catalog $(DATA)/myntra --queries $(DATA)/myntra-queries.jsonl --json var/eval/myntra.json
 	$(VENV)/bin/prism eval --catalog $(DATA)/hm --queries $(DATA)/hm-queries.jsonl --json var/eval/hm.json
 
-bench: $(STAMP) ## encoder throughput (bare vs gRPC) and gateway latency at 10k products, JSON under var/bench/
+bench: $(STAMP) ## encoders bare vs gRPC, gateway latency at 10k, ingestion path vs bare encoders, ANN at 1M (var/bench/)
 	$(PY) -m prism.bench --out var/bench
 	$(PY) -m prism.bench_ingest --out var/bench
 	$(PY) -m prism.bench_ann --n 1000000 --out var/bench
