@@ -23,7 +23,6 @@ from typing import Any
 
 import structlog
 from celery import Task
-from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
 from prism import metrics, tracing
@@ -96,7 +95,8 @@ class Outcome:
         return self.outcome != "forwarded"
 
 
-def media_fingerprint(infos: list[ObjectInfo]) -> str:
+def objects_fingerprint(infos: list[ObjectInfo]) -> str:
+    """The media's identity from the store's metadata (key, size, etag): no download needed."""
     h = hashlib.sha256()
     for i in infos:
         h.update(f"{i.key}\0{i.size}\0{i.etag}\n".encode())
@@ -133,7 +133,7 @@ def sync(app: IngestApp, res: Resources, product_id: str, *, source: str, on_med
         if info.size == 0:
             raise InvalidInput(f"media {key!r} is empty (0 bytes)", code="empty_media")
         infos.append(info)
-    fingerprint = media_fingerprint(infos)
+    fingerprint = objects_fingerprint(infos)
     extra = (
         {"catalog_root": str(res.store.root)} if isinstance(res.store, FolderStore) else {"media_store": "s3"}
     )
@@ -262,4 +262,4 @@ def register(app: IngestApp) -> None:
     del sync_product  # registered on the app by the decorator; callers use app.tasks[SYNC_TASK]
 
 
-__all__ = ["Outcome", "Resources", "Retry", "register", "resources", "sync", "use_resources"]
+__all__ = ["Outcome", "Resources", "register", "resources", "sync", "use_resources"]

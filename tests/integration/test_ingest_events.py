@@ -364,8 +364,6 @@ def test_broker_connections_closed_mid_ingest_lose_nothing(
 def test_bad_media_go_to_the_dead_letter_queue_with_reasons(
     pipeline: Pipeline, catalog500: Path, tmp_path: Path
 ) -> None:
-    from prism.index import ProductIndex  # noqa: F401 - the pipeline's index is one
-
     root = _catalog(catalog500, tmp_path / "cat", 40)
     good = [json.loads(x) for x in (root / "products.jsonl").read_text().splitlines()]
     bad_ids: dict[str, str] = {}
