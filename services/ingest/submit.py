@@ -232,8 +232,8 @@ def _follow(
                 progress.update(1)
         message.ack()
 
-    probe = app.connection_for_read()  # lazy: only to learn which errors mean "reconnect"
-    recoverable = (*probe.connection_errors, *probe.channel_errors, ConnectionError, OSError)
+    with app.connection_for_read() as probe:  # never connects: only says which errors mean "reconnect"
+        recoverable = (*probe.connection_errors, *probe.channel_errors, ConnectionError, OSError)
     while len(report.outcomes) < len(expected) and time.monotonic() < deadline:
         try:
             with (
