@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from prism.encoding import EncoderClient
+from prism.fusers import Fuser, load_fuser
 from prism.fusion import FusionCore, VectorLayout
 from prism.grpc_server import wait_until_serving
 from prism.index import AnyIndex, open_index
+from prism.pipeline import encoder_models
+from prism.settings import CommonSettings
 
 from .settings import Settings
 
@@ -13,10 +16,19 @@ from .settings import Settings
 def layout_of(text: EncoderClient, image: EncoderClient) -> tuple[VectorLayout, str]:
     """The vector layout and the model ids of the running encoders."""
     t, i = text.info(), image.info()
-    return VectorLayout.for_encoders(t.dim, i.dim, bool(i.views)), f"{t.model_id}|{i.model_id}"
+    return VectorLayout.for_encoders(t.dim, i.dim, bool(i.views), i.shared_dim), encoder_models(text, image)
 
 
-def load(settings: Settings, index: AnyIndex | None = None) -> FusionCore:
+def load_trained_fuser(common: CommonSettings) -> Fuser | None:
+    """The fusion ``prism train`` validated for the models folder in use (None: equal weights)."""
+    if common.models_dir is None or common.clip_checkpoint is not None:
+        return None
+    from prism.training.heads import resolve_version
+
+    return load_fuser(resolve_version(common.models_dir))
+
+
+def load(settings: Settings, index: AnyIndex | None = None, common: CommonSettings | None = None) -> FusionCore:
     for address in (settings.text_encoder_address, settings.image_encoder_address):
         wait_until_serving(address, timeout=600)
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
@@ -31,4 +43,5 @@ def load(settings: Settings, index: AnyIndex | None = None) -> FusionCore:
         layout,
         model_id=model_id,
         lexical_stats=settings.lexical_stats,
+        fuser=load_trained_fuser(common or CommonSettings()),
     )

@@ -21,7 +21,8 @@ from qdrant_client import models as qm
 from prism import tracing
 from prism.catalog import validate_product_id
 from prism.encoding import EncoderClient
-from prism.errors import InvalidInput, NotFound
+from prism.errors import InvalidInput, NotFound, Unavailable
+from prism.fusers import RetrievalWeights
 from prism.index import AnyIndex, ScoredProduct, build_filter
 from prism.lexical import Bm25Encoder, QueryTranslator
 from prism.media.images import ImageLimits, probe_image
@@ -32,7 +33,7 @@ from .settings import Settings
 
 log = structlog.get_logger(__name__)
 
-HIT_FIELDS = ["product_id", "title", "images", "attributes"]
+HIT_FIELDS = ["product_id", "title", "images", "attributes", "fusion_weights"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class SearchCore:
         self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
         self.lexical: Bm25Encoder | None = None
         self.translator: QueryTranslator | None = None
+        # The list weights ``prism train`` chose on validation for an index with a ``shared`` vector.
+        self.retrieval: RetrievalWeights | None = None
         # Where products ingested through the S3 path keep their photos (PRISM_STORE_*, when set).
         self.store: ObjectStore | None = None
         self._stats_checked = time.monotonic()
@@ -279,6 +282,12 @@ class SearchCore:
 
     @staticmethod
     def _hit(s: ScoredProduct, matched: str) -> Hit:
+        if matched == "shared":
+            # the fused vector matched: say which modality weighed most in it for this product
+            weights = s.payload.get("fusion_weights") or {}
+            matched = max(weights, key=lambda m: weights[m]) if weights else "text"
+        elif matched == "lexical":
+            matched = "text"
         return Hit(
             id=s.product_id,
             title=str(s.payload.get("title", "")),
@@ -286,6 +295,27 @@ class SearchCore:
             image_url=image_url(s.product_id, s.payload),
             matched=matched,
         )
+
+    def similar_weights(self) -> dict[str, float]:
+        """Weights of the vectors "similar products" sums: those ``prism train`` chose on validation
+        for an index with the ``shared`` vector, else the image/text setting."""
+        if self.retrieval is not None and self.retrieval.similar and "shared" in self.index.dense_names():
+            return dict(self.retrieval.similar)
+        w = self.settings.similar_image_weight
+        return {"image": w, "text": 1.0 - w}
+
+    def text_lists(self) -> tuple[dict[str, float], int]:
+        """The ranked lists a text query fuses, with their weights, and the RRF constant.
+
+        An index with trained heads has the ``shared`` vector (text and photo fused), searched with
+        the weights chosen on validation; otherwise dense ``text`` and BM25 with the settings'."""
+        names = self.index.dense_names()
+        if "shared" in names and self.retrieval is not None:
+            weights = {n: w for n, w in self.retrieval.weights.items() if n in names or n == "lexical"}
+            return weights, self.retrieval.rrf_k
+        if "shared" in names:
+            return {"shared": self.settings.dense_weight, "lexical": self.settings.lexical_weight}, self.settings.rrf_k
+        return {"text": self.settings.dense_weight, "lexical": self.settings.lexical_weight}, self.settings.rrf_k
 
     def set_lexical(self, lexical: Bm25Encoder) -> None:
         """Use these BM25 statistics (those the index was built with) for the lexical half of search."""
@@ -319,18 +349,29 @@ class SearchCore:
         dense_text = translation.text if translation is not None and translation.text else q
         vec = self.text.embed_texts([dense_text], kind="query", timeout=self.settings.encoder_timeout_s)[0]
         lexical = self.lexical
-        if lexical is None or translation is None or self.settings.lexical_weight <= 0:
-            return self._run(self._single("text", vec), opts, ["text", q], start=t0)
-        sparse = lexical.encode_query(translation.weighted_terms())
-        weights = {"text": self.settings.dense_weight, "lexical": self.settings.lexical_weight}
+        weights, rrf_k = self.text_lists()
+        if lexical is None or translation is None:
+            weights.pop("lexical", None)
+        weights = {n: w for n, w in weights.items() if w > 0}
+        if not weights:
+            raise Unavailable("no retrieval list is configured for text queries")
+        if len(weights) == 1 and "lexical" not in weights:
+            return self._run(self._single(next(iter(weights)), vec), opts, ["text", q], start=t0)
+        sparse = lexical.encode_query(translation.weighted_terms()) if lexical and translation else None
 
         def retrieve(limit: int, flt: qm.Filter | None) -> list[Fused]:
             pool = max(limit, self.settings.hybrid_pool)
             lists = {
-                "text": self.index.search("text", vec, limit=pool, query_filter=flt, with_payload=HIT_FIELDS),
-                "lexical": self.index.search("lexical", sparse, limit=pool, query_filter=flt, with_payload=HIT_FIELDS),
+                name: self.index.search(
+                    name,
+                    sparse if name == "lexical" and sparse is not None else vec,
+                    limit=pool,
+                    query_filter=flt,
+                    with_payload=HIT_FIELDS,
+                )
+                for name in weights
             }
-            return weighted_rrf(lists, weights, self.settings.rrf_k)[:limit]
+            return weighted_rrf(lists, weights, rrf_k)[:limit]
 
         return self._run(retrieve, opts, ["text", q], start=t0)
 
@@ -355,21 +396,21 @@ class SearchCore:
             opts.filters, price_min=opts.price_min, price_max=opts.price_max, exclude_ids=[pid], must_not_match=must_not
         )
         pool = max(3 * (offset + opts.k + 1), 50)
-        w_img = self.settings.similar_image_weight
         # Query by id on the dense vectors: "more like this" is about the kind of product, which
-        # the mean image vector carries; MaxSim rescoring is for finding the very product in a photo.
+        # the mean image vector (and the trained shared vector: colour and type) carries; MaxSim
+        # rescoring is for finding the very product in a photo.
         has = set(payload.get("vectors") or ())
+        weights = {n: w for n, w in self.similar_weights().items() if n in has and w > 0}
+        if not weights:  # the product lacks every weighted vector: use whichever dense one it has
+            weights = {n: 1.0 for n in ("shared", "image", "text") if n in has}
         lists = {
             using: self.index.search(using, pid, limit=pool, query_filter=flt, with_payload=HIT_FIELDS)
-            for using in ("text", "image")
-            if using in has
+            for using in weights
         }
         by_list = {using: {s.product_id: s.score for s in found} for using, found in lists.items()}
-        if len(by_list) == 1:  # one modality only: it gets the whole weight
-            w_img = 1.0 if "image" in by_list else 0.0
         payloads = {s.product_id: s.payload for found in lists.values() for s in found}
         scores: dict[str, float] = {}
-        for using, weight in (("image", w_img), ("text", 1.0 - w_img)):
+        for using, weight in weights.items():
             got = by_list.get(using, {})
             floor = min(got.values(), default=0.0)  # a candidate missing from a list scores at most its tail
             for cand in payloads:
@@ -377,7 +418,8 @@ class SearchCore:
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         page = ranked[offset : offset + opts.k]
         more = len(ranked) > offset + opts.k
-        matched = "image" if w_img >= 0.5 else "text"
+        top = max(weights, key=lambda n: weights[n]) if weights else "image"
+        matched = "text" if top == "text" else "image"
         hits = [
             Hit(
                 id=c,

@@ -77,9 +77,7 @@ def access_from(settings: Any) -> Access:
     return Access(keys, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
 
 
-def create_app(
-    core: SearchCore, *, ready: Callable[[], bool] = lambda: True, access: Access | None = None
-) -> FastAPI:
+def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, access: Access | None = None) -> FastAPI:
     settings = core.settings
     app = FastAPI(title="Prism search gateway", version="1", docs_url="/docs", redoc_url=None)
     guard_access = access if access is not None else access_from(settings)
@@ -92,9 +90,10 @@ def create_app(
             return await call_next(request)
         key = None
         if not guard_access.open:
-            presented = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-                "Bearer "
-            ).strip()
+            presented = (
+                request.headers.get("x-api-key")
+                or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            )
             key = guard_access.identify(presented)
             if key is None:
                 return error_response(401, "unauthorized", "a valid API key is required (X-API-Key)")

@@ -11,10 +11,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from prism.encoding import EncoderClient
+from prism.fusers import RetrievalWeights, load_retrieval
 from prism.gen.search.v1 import search_pb2, search_pb2_grpc
 from prism.grpc_server import GrpcService, Registration
 from prism.index import AnyIndex, open_index
 from prism.lexical import Bm25Encoder
+from prism.settings import CommonSettings
 
 from .core import SearchCore
 from .grpc_api import SearchServicer
@@ -64,11 +66,21 @@ class Gateway:
         self.core.image.close()
 
 
-def build_gateway(settings: Settings, index: AnyIndex | None = None) -> Gateway:
+def load_retrieval_weights(common: CommonSettings) -> RetrievalWeights | None:
+    """The hybrid weights ``prism train`` chose on validation for the models folder in use."""
+    if common.models_dir is None or common.clip_checkpoint is not None:
+        return None
+    from prism.training.heads import resolve_version
+
+    return load_retrieval(resolve_version(common.models_dir))
+
+
+def build_gateway(settings: Settings, index: AnyIndex | None = None, common: CommonSettings | None = None) -> Gateway:
     index = index or open_index(settings.index_settings())
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
     image = EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s)
     core = SearchCore(settings, index, text, image)
+    core.retrieval = load_retrieval_weights(common or CommonSettings())
     if settings.media_from_store:
         from prism.storage import StoreSettings, open_store
 

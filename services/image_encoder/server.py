@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -19,6 +21,9 @@ from prism.vector_cache import VectorCache
 from . import model
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from prism.training.heads import Heads
+
 SERVICE_NAME = "image-encoder"
 
 
@@ -30,7 +35,21 @@ def _warm_png() -> bytes:
     return buf.getvalue()
 
 
-def make_backend(embedder: ImageModel, settings: Settings) -> Backend[Image.Image]:
+def shared_projection(heads: Heads, views: tuple[str, ...]) -> Callable[[list[Image.Image], np.ndarray], np.ndarray]:
+    """The trained image head as the encoder applies it: the decoded photos' colour statistics next
+    to the views the network just computed -> unit vectors in the text encoder's space."""
+    from prism.training.heads import colour_features, head_input, project_image
+
+    encoder_views = views or ("center",)
+
+    def project(images: list[Image.Image], native: np.ndarray) -> np.ndarray:
+        colour = np.stack([colour_features(im) for im in images])
+        return project_image(heads, head_input(native, colour, heads.config, encoder_views=encoder_views))
+
+    return project
+
+
+def make_backend(embedder: ImageModel, settings: Settings, heads: Heads | None = None) -> Backend[Image.Image]:
     limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
     def prepare(item: RawItem) -> Image.Image:
@@ -52,6 +71,9 @@ def make_backend(embedder: ImageModel, settings: Settings) -> Backend[Image.Imag
         run=run,
         warmup_items=(RawItem(kind="media", data=_warm_png()),),
         views=len(views),
+        shared=shared_projection(heads, views) if heads is not None else None,
+        shared_dim=heads.config.out_dim if heads is not None else 0,
+        shared_id=heads.version if heads is not None else "",
     )
 
 
@@ -61,7 +83,7 @@ def build_service(settings: Settings, common: CommonSettings) -> tuple[GrpcServi
     servicer: EncoderServicer[Image.Image] = EncoderServicer(
         service=SERVICE_NAME,
         modality="image",
-        load_backend=lambda: make_backend(model.load(settings, common), settings),
+        load_backend=lambda: make_backend(model.load(settings, common), settings, model.load_heads(common)),
         max_batch=settings.max_batch,
         max_wait_s=settings.batch_wait_ms / 1000.0,
         cache=cache,

@@ -134,17 +134,13 @@ def sync(app: IngestApp, res: Resources, product_id: str, *, source: str, on_med
             raise InvalidInput(f"media {key!r} is empty (0 bytes)", code="empty_media")
         infos.append(info)
     fingerprint = objects_fingerprint(infos)
-    extra = (
-        {"catalog_root": str(res.store.root)} if isinstance(res.store, FolderStore) else {"media_store": "s3"}
-    )
+    extra = {"catalog_root": str(res.store.root)} if isinstance(res.store, FolderStore) else {"media_store": "s3"}
     prepared = prepare_product(product, [], models=res.model_ids(), extra=extra, fingerprint=fingerprint)
     current = res.fusion.state([pid]).get(pid)
     if current is not None and current.content_hash == prepared.content_hash:
         return Outcome(pid, "unchanged")
     media_kept = (
-        current is not None
-        and current.media_fingerprint == fingerprint
-        and (not keys or "image" in current.vectors)
+        current is not None and current.media_fingerprint == fingerprint and (not keys or "image" in current.vectors)
     )
     if keys and not media_kept and not on_media_queue:
         return Outcome(pid, "forwarded")

@@ -153,13 +153,15 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
                 counters0 = _batcher_counters(img_servicer, txt_servicer)
                 t0 = time.perf_counter()
                 report = submit_catalog(
-                    app, store, data, show_progress=True, timeout_s=1800,
+                    app,
+                    store,
+                    data,
+                    show_progress=True,
+                    timeout_s=1800,
                     on_published=functools.partial(_mark, published),
                 )
                 elapsed = time.perf_counter() - t0
-                counters = {
-                    k: v - counters0[k] for k, v in _batcher_counters(img_servicer, txt_servicer).items()
-                }
+                counters = {k: v - counters0[k] for k, v in _batcher_counters(img_servicer, txt_servicer).items()}
                 cpu_now = _cpu_seconds([p.pid for p in procs], seaweed.proc.pid)
                 cpu = {k: round(v - cpu0.get(k, 0.0), 2) for k, v in cpu_now.items()}
                 summary = report.summary()

@@ -157,13 +157,26 @@ def cmd_seed(args: argparse.Namespace, common: CommonSettings) -> int:
 
 def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
     from prism.embedded import start_suite
-    from prism.evaluation import SUPPORTED_KINDS, evaluate, format_table, write_json
+    from prism.evaluation import SUPPORTED_KINDS, evaluate, format_table, restrict_queries, write_json
 
     catalog = _catalog(args.catalog, common)
     queries = read_queries(args.queries)
     kinds = args.kinds.split(",") if args.kinds else list(SUPPORTED_KINDS)
+    only: set[str] | None = None
+    if args.unseen:
+        if common.models_dir is None:
+            raise SystemExit("prism eval: --unseen needs --models (a version trained with --test-fraction)")
+        from prism.training.train import read_test_split
+
+        split = read_test_split(common.models_dir)
+        if catalog.name not in split:
+            raise SystemExit(f"prism eval: the models hold out no products of catalog {catalog.name!r}")
+        only = split[catalog.name]
+        n_all = len(queries)
+        queries = restrict_queries(queries, only)
+        print(f"unseen products only: {len(only)} products, {len(queries)} of {n_all} queries keep a match")
     with start_suite(common=common, index_path=None, http_port=0) as suite:
-        report = suite.ingest(catalog, strip=args.strip)
+        report = suite.ingest(catalog, strip=args.strip, only=only)
         print(f"indexed {catalog.name} (strip={args.strip}): {report.summary()}", flush=True)
         result = evaluate(suite.url, queries, kinds=kinds)
     result.update(
@@ -172,6 +185,7 @@ def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
             "queries": str(args.queries),
             "strip": args.strip,
             "models": str(args.models) if args.models else None,
+            "unseen_only": bool(args.unseen),
             "skipped_kinds": sorted({q.kind for q in queries} - set(kinds)),
         }
     )
@@ -230,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="photo: index photos only; title-photo: title and photo; none: the full product",
     )
     p.add_argument("--kinds", help="comma-separated query kinds (default: all supported)")
+    p.add_argument(
+        "--unseen",
+        action="store_true",
+        help="index and score only the products the models never trained on (prism train --test-fraction)",
+    )
     p.set_defaults(fn=cmd_eval)
 
     # `prism train ...` is handed whole to prism.training.train (its own options and --help); listed here for help.

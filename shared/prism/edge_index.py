@@ -265,6 +265,10 @@ class EdgeProductIndex:
             raise InvalidInput(f"unknown sparse vector {name!r}", code="unknown_vector")
         return qe.SparseVector(list(vec.indices), list(vec.values))
 
+    def dense_names(self) -> frozenset[str]:
+        """Names of the collection's dense vectors (empty before ensure_collection)."""
+        return frozenset(self._schema.vectors) if self._schema is not None else frozenset()
+
     def _require_schema(self) -> _Schema:
         if self._schema is None:
             raise RuntimeError(f"collection {self.collection!r} does not exist yet: call ensure_collection first")

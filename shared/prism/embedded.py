@@ -9,6 +9,7 @@ and the benchmarks.
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,13 +57,14 @@ class EmbeddedSuite:
         strip: StripMode = "none",
         prune: bool = False,
         limit: int | None = None,
+        only: Collection[str] | None = None,
         show_progress: bool = True,
     ) -> IngestReport:
         from prism.pipeline import Ingestor
 
         core = self.gateway.core
         ingestor = Ingestor(self.fusion_core, core.text, core.image)
-        report = ingestor.ingest(catalog, strip=strip, prune=prune, limit=limit, show_progress=show_progress)
+        report = ingestor.ingest(catalog, strip=strip, prune=prune, limit=limit, only=only, show_progress=show_progress)
         self.refresh_lexical()
         return report
 
@@ -215,7 +217,7 @@ def start_suite(
         lexical_stats=index_path / "lexical.json" if index_path is not None else None,
         lexical_reload_s=0,
     )
-    gateway = build_gateway(gw_settings)
+    gateway = build_gateway(gw_settings, common=common)
     # The fusion service writes the same embedded index the gateway reads (one process owns it).
     fusion_settings = FusionSettings(
         port=fusion_port,
@@ -227,7 +229,7 @@ def start_suite(
         lexical_stats=gw_settings.lexical_stats,
     )
     fusion_servicer = FusionServicer(
-        lambda: fusion_model.load(fusion_settings, gateway.core.index), fusion_settings.max_products_per_call
+        lambda: fusion_model.load(fusion_settings, gateway.core.index, common), fusion_settings.max_products_per_call
     )
     fusion = fusion_grpc_service(fusion_servicer, fusion_settings)
     gateway.grpc.start()

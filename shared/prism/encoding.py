@@ -65,9 +65,23 @@ class Backend(Generic[P]):
     run: Callable[[list[P]], np.ndarray]
     warmup_items: tuple[RawItem, ...] = ()
     views: int = 0  # vectors per input (0: one vector)
+    # Trained heads: prepared inputs + the model's output -> (n, shared_dim) vectors in the learned
+    # text-image space; ``shared_id`` names the heads (their version) so cached vectors follow them.
+    shared: Callable[[list[P], np.ndarray], np.ndarray] | None = None
+    shared_dim: int = 0
+    shared_id: str = ""
 
     def shape(self) -> tuple[int, ...]:
         return (self.views, self.dim) if self.views else (self.dim,)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One input's vectors: the network's own (``(dim,)`` or ``(views, dim)``) and, with trained
+    heads, the same input in the shared text-image space (``(shared_dim,)``)."""
+
+    native: np.ndarray
+    shared: np.ndarray | None = None
 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
@@ -94,8 +108,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
         self._store = store
         self._max_batch = max_batch
         self.limits = limits or EncoderLimits()
-        self.batcher: MicroBatcher[P, np.ndarray] = MicroBatcher(
-            lambda items: list(self.backend.run(items)), max_batch=max_batch, max_wait_s=max_wait_s, name=service
+        self.batcher: MicroBatcher[P, Encoded] = MicroBatcher(
+            self._run_batch, max_batch=max_batch, max_wait_s=max_wait_s, name=service
         )
 
     @property
@@ -107,6 +121,14 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
     @property
     def model_id(self) -> str:
         return self.backend.model_id
+
+    def _run_batch(self, items: list[P]) -> list[Encoded]:
+        backend = self.backend
+        native = backend.run(items)
+        if backend.shared is None:
+            return [Encoded(row) for row in native]
+        shared = backend.shared(items, native)
+        return [Encoded(row, vec) for row, vec in zip(native, shared, strict=True)]
 
     @property
     def dim(self) -> int:
@@ -126,20 +148,27 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             self._cache.close()
 
     # -- the shared core, also used in-process by benchmarks --------------------------------------
-    def embed_items(self, items: Sequence[RawItem]) -> list[np.ndarray | PrismError]:
+    def embed_items(self, items: Sequence[RawItem]) -> list[Encoded | PrismError]:
         backend = self.backend
-        results: list[np.ndarray | PrismError | None] = [None] * len(items)
-        keys: list[str | None] = [None] * len(items)
-        for i, item in enumerate(items):
+        results: list[Encoded | PrismError | None] = [None] * len(items)
+        keys: list[str] = []
+        shared_keys: list[str] = []
+        for item in items:
             content: bytes | str = item.text if item.text is not None else (item.data or b"")
-            keys[i] = vector_key(backend.model_id, backend.shape(), item.kind, content)
-        cached = self._cache.get_many([k for k in keys if k is not None]) if self._cache else {}
+            keys.append(vector_key(backend.model_id, backend.shape(), item.kind, content))
+            if backend.shared is not None:
+                shared_id = f"{backend.model_id}+{backend.shared_id}"
+                shared_keys.append(vector_key(shared_id, (backend.shared_dim,), "shared", content))
+        cached = self._cache.get_many(keys + shared_keys) if self._cache else {}
         todo: list[int] = []
         prepared: list[P] = []
+        hits = 0
         for i, item in enumerate(items):
-            key = keys[i]
-            if key is not None and key in cached:
-                results[i] = cached[key].reshape(backend.shape())
+            native = cached.get(keys[i])
+            shared = cached.get(shared_keys[i]) if shared_keys else None
+            if native is not None and (shared is not None or not shared_keys):
+                results[i] = Encoded(native.reshape(backend.shape()), shared)
+                hits += 1
                 continue
             try:
                 prepared.append(backend.prepare(item))
@@ -147,18 +176,18 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             except InvalidInput as exc:
                 results[i] = exc
         if prepared:
-            vectors = self.batcher.submit(prepared)
+            encoded = self.batcher.submit(prepared)
             fresh: list[tuple[str, np.ndarray]] = []
-            for i, vec in zip(todo, vectors, strict=True):
-                results[i] = vec
-                key = keys[i]
-                if key is not None:
-                    fresh.append((key, vec))
+            for i, enc in zip(todo, encoded, strict=True):
+                results[i] = enc
+                fresh.append((keys[i], enc.native))
+                if shared_keys and enc.shared is not None:
+                    fresh.append((shared_keys[i], enc.shared))
             if self._cache is not None:
                 self._cache.put_many(fresh)
-        ok = sum(isinstance(r, np.ndarray) for r in results)
+        ok = sum(isinstance(r, Encoded) for r in results)
         metrics.ITEMS.labels(self.service, "ok").inc(ok)
-        metrics.ITEMS.labels(self.service, "cached").inc(len(cached))
+        metrics.ITEMS.labels(self.service, "cached").inc(hits)
         metrics.ITEMS.labels(self.service, "rejected").inc(len(items) - ok)
         return [r for r in results if r is not None]
 
@@ -203,7 +232,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             results = self.embed_items(items)
         if len(results) == 1 and isinstance(results[0], PrismError):
             raise results[0]
-        out = encoder_pb2.EmbedResponse(model_id=self.model_id, dim=self.dim, space=encoder_pb2.SPACE_NATIVE)
+        out = encoder_pb2.EmbedResponse(
+            model_id=self.model_id, dim=self.dim, space=encoder_pb2.SPACE_NATIVE, shared_dim=self.backend.shared_dim
+        )
         for r in results:
             if isinstance(r, PrismError):
                 out.embeddings.append(encoder_pb2.Embedding(error=types_pb2.ItemError(code=r.code, message=r.message)))
@@ -220,23 +251,31 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             max_batch=self._max_batch,
             device=b.device,
             views=b.views,
+            shared_dim=b.shared_dim,
+            shared_id=b.shared_id,
         )
 
 
-def _embedding(vec: np.ndarray) -> encoder_pb2.Embedding:
+def _embedding(enc: Encoded) -> encoder_pb2.Embedding:
+    vec = enc.native
+    shared = types_pb2.Vector(values=enc.shared.tolist()) if enc.shared is not None else None
     if vec.ndim == 2:
         return encoder_pb2.Embedding(
             vector=types_pb2.Vector(values=normalized_mean(vec).tolist()),
             views=[types_pb2.Vector(values=row.tolist()) for row in vec],
+            shared=shared,
         )
-    return encoder_pb2.Embedding(vector=types_pb2.Vector(values=vec.tolist()))
+    return encoder_pb2.Embedding(vector=types_pb2.Vector(values=vec.tolist()), shared=shared)
 
 
-def _decode(e: encoder_pb2.Embedding) -> np.ndarray:
-    """(dim,) for single-vector embeddings, (views, dim) for multi-view ones."""
+def _decode(e: encoder_pb2.Embedding) -> Encoded:
+    """Native: (dim,) for single-vector embeddings, (views, dim) for multi-view ones."""
     if e.views:
-        return np.stack([np.asarray(v.values, dtype=np.float32) for v in e.views])
-    return np.asarray(e.vector.values, dtype=np.float32)
+        native = np.stack([np.asarray(v.values, dtype=np.float32) for v in e.views])
+    else:
+        native = np.asarray(e.vector.values, dtype=np.float32)
+    shared = np.asarray(e.shared.values, dtype=np.float32) if e.HasField("shared") else None
+    return Encoded(native, shared)
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -297,21 +336,27 @@ class EncoderClient:
             rows.append(np.asarray(e.vector.values, dtype=np.float32))
         return np.stack(rows) if rows else np.zeros((0, resp.dim), dtype=np.float32)
 
-    def embed_media(
+    def embed_media_encoded(
         self, media: Sequence[bytes | str], timeout: float | None = None
-    ) -> list[np.ndarray | InvalidInput]:
-        """Per item: (dim,) or (views, dim) for multi-view encoders, or the InvalidInput that refused it."""
+    ) -> list[Encoded | InvalidInput]:
+        """Per item: its :class:`Encoded` vectors, or the InvalidInput that refused it."""
         req = encoder_pb2.EmbedRequest(
             media=[types_pb2.Media(data=m) if isinstance(m, bytes) else types_pb2.Media(object_key=m) for m in media]
         )
         resp = self._call(self._stub.Embed, req, timeout)
-        out: list[np.ndarray | InvalidInput] = []
+        out: list[Encoded | InvalidInput] = []
         for e in resp.embeddings:
             if e.HasField("error"):
                 out.append(InvalidInput(e.error.message, code=e.error.code))
             else:
                 out.append(_decode(e))
         return out
+
+    def embed_media(
+        self, media: Sequence[bytes | str], timeout: float | None = None
+    ) -> list[np.ndarray | InvalidInput]:
+        """Per item: (dim,) or (views, dim) for multi-view encoders, or the InvalidInput that refused it."""
+        return [r if isinstance(r, InvalidInput) else r.native for r in self.embed_media_encoded(media, timeout)]
 
     def embed_one_media(self, data: bytes, timeout: float | None = None) -> np.ndarray:
         res = self.embed_media([data], timeout)[0]

@@ -7,11 +7,12 @@ first grade-2 hit; latency percentiles measured by the client, end to end over H
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,19 @@ def summarize(outcomes: Sequence[QueryOutcome], queries: Mapping[str, Query]) ->
             "p99_ms": float(np.percentile(lat, 99)),
         }
     return kinds
+
+
+def restrict_queries(queries: Sequence[Query], ids: Collection[str]) -> list[Query]:
+    """The queries as they read over a catalog of only ``ids``: relevance limited to those products;
+    a query with no exact match left, or a "similar" query about a product outside, is dropped."""
+    out: list[Query] = []
+    for q in queries:
+        if q.similar_to is not None and q.similar_to not in ids:
+            continue
+        rel = {pid: g for pid, g in q.relevant.items() if pid in ids}
+        if any(g >= 2 for g in rel.values()):
+            out.append(dataclasses.replace(q, relevant=rel))
+    return out
 
 
 def run_query(client: httpx.Client, q: Query, k: int = 10) -> QueryOutcome:

@@ -25,6 +25,7 @@ import structlog
 from prism import metrics, tracing
 from prism.catalog import parse_product
 from prism.errors import InvalidInput, Unavailable
+from prism.fusers import Fuser, equal_mix, fuse_one
 from prism.gen.common.v1 import types_pb2
 from prism.gen.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from prism.grpc_server import channel_options
@@ -36,6 +37,14 @@ from prism.vectors import normalized_mean
 log = structlog.get_logger(__name__)
 
 MODALITIES = ("text", "image", "video")
+# Per-modality rows an update may carry: a modality's own vectors, and (with trained heads) the same
+# media projected into the shared text-image space ("image_shared").
+VECTOR_INPUTS = (*MODALITIES, *(f"{m}_shared" for m in MODALITIES if m != "text"))
+
+
+def derived_names(modality: str) -> tuple[str, ...]:
+    """The named vectors that come from one modality (kept together on a text-only update)."""
+    return (modality, f"{modality}_views", f"{modality}_shared")
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,22 @@ class VectorLayout:
     sparse: frozenset[str] = frozenset({"lexical"})
 
     @classmethod
-    def for_encoders(cls, text_dim: int, image_dim: int, image_views: bool) -> VectorLayout:
+    def for_encoders(cls, text_dim: int, image_dim: int, image_views: bool, shared_dim: int = 0) -> VectorLayout:
         """``text``; ``image`` (one vector per product: the mean of its photos' views), and for a
-        multi-view image encoder ``image_views`` (every view, a MaxSim multivector used to rescore)."""
+        multi-view image encoder ``image_views`` (every view, a MaxSim multivector used to rescore).
+
+        With trained heads (``shared_dim``, the text encoder's space): ``image_shared`` (the photos
+        projected into it) and ``shared`` (every modality fused by the learned weights), which text
+        queries search: the photo speaks for a product whose text does not mention its colour.
+        """
         dims = {"text": int(text_dim), "image": int(image_dim)}
         if image_views:
             dims["image_views"] = int(image_dim)
+        if shared_dim:
+            if int(shared_dim) != int(text_dim):
+                raise ValueError(f"shared space of {shared_dim} dimensions is not the text encoder's ({text_dim})")
+            dims["image_shared"] = int(shared_dim)
+            dims["shared"] = int(shared_dim)
         return cls(dims, frozenset({"image_views"} if image_views else ()))
 
 
@@ -99,10 +118,14 @@ class FusionCore:
         lexical: Bm25Encoder | None = None,
         lexical_stats: Path | None = None,
         save_every_s: float = 5.0,
+        fuser: Fuser | None = None,
     ) -> None:
         self.index = index
         self.layout = layout
         self.model_id = model_id
+        # How the shared-space vectors of a product become its "shared" vector (prism train's
+        # validated gate or mix; equal weights for a layout without trained heads).
+        self.fuser: Fuser = fuser or equal_mix()
         index.ensure_collection(layout.dims, layout.multivector, layout.sparse)
         if lexical is None and lexical_stats is not None and lexical_stats.is_file():
             lexical = Bm25Encoder.load(lexical_stats)
@@ -114,11 +137,18 @@ class FusionCore:
         self._lock = threading.Lock()
 
     # -- fusion ------------------------------------------------------------------------------
-    def fuse(self, modalities: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Named vectors to index (and the weight each modality got) from per-modality rows."""
+    def fuse(
+        self,
+        modalities: Mapping[str, np.ndarray],
+        kept: Mapping[str, np.ndarray] | None = None,
+        text_chars: int = 0,
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Named vectors to index (and the weight each modality got in ``shared``) from per-modality
+        rows; ``kept``: named vectors of the current point reused for modalities not re-encoded;
+        ``text_chars``: the length of the product's text (the learned gate weighs text by it)."""
         vectors: dict[str, np.ndarray] = {}
         for name, rows in modalities.items():
-            if name not in MODALITIES:
+            if name not in VECTOR_INPUTS:
                 raise InvalidInput(f"unknown modality {name!r}", code="invalid_modality")
             arr = np.asarray(rows, dtype=np.float32)
             if arr.ndim == 1:
@@ -136,8 +166,21 @@ class FusionCore:
             if f"{name}_views" in self.layout.dims:
                 # every view of every photo: a query matching any one of them finds the product
                 vectors[f"{name}_views"] = arr
-        present = [m for m in MODALITIES if m in vectors]
-        weights = {m: 1.0 / len(present) for m in present}
+        for name, vec in (kept or {}).items():
+            vectors.setdefault(name, vec)
+        if "shared" not in self.layout.dims:
+            present = [m for m in MODALITIES if m in vectors]
+            return vectors, {m: 1.0 / len(present) for m in present}
+        # text vectors are already in the shared space (it is the text encoder's); media via heads
+        inputs = {
+            m: vectors[name]
+            for m in self.fuser.modalities
+            if (name := "text" if m == "text" else f"{m}_shared") in vectors
+        }
+        if not inputs:
+            return vectors, {}
+        fused, weights = fuse_one(self.fuser, inputs, text_chars)
+        vectors["shared"] = np.asarray(fused, dtype=np.float32)
         return vectors, weights
 
     # -- writes ------------------------------------------------------------------------------
@@ -151,20 +194,21 @@ class FusionCore:
 
     def _upsert(self, products: Sequence[ProductUpdate], observe: bool) -> int:
         ids = [p.product_id for p in products]
-        kept_names = sorted(
-            {n for p in products for m in p.keep for n in (m, f"{m}_views") if n in self.layout.dims}
-        )
+        kept_names = sorted({n for p in products for m in p.keep for n in derived_names(m) if n in self.layout.dims})
         current = self.index.payloads(ids, fields=["content_hash"])
         kept = self.index.vectors(ids, kept_names) if kept_names else {}
         items: list[tuple[str, Mapping[str, np.ndarray | SparseTerms], dict[str, Any]]] = []
         new_products = []
         for p in products:
             product = parse_product({**p.record, "id": p.product_id})
-            vectors: dict[str, np.ndarray | SparseTerms] = dict(self.fuse(p.modalities)[0])
-            for m in p.keep:
-                for name in (m, f"{m}_views"):
-                    if name in kept.get(p.product_id, {}) and name not in vectors:
-                        vectors[name] = kept[p.product_id][name]
+            reuse = {
+                name: vec
+                for m in p.keep
+                for name in derived_names(m)
+                if (vec := kept.get(p.product_id, {}).get(name)) is not None
+            }
+            fused, weights = self.fuse(p.modalities, reuse, len(product.text()))
+            vectors: dict[str, np.ndarray | SparseTerms] = dict(fused)
             terms = self.lexical.encode_document(product)
             if len(terms):
                 vectors["lexical"] = terms
@@ -177,6 +221,9 @@ class FusionCore:
                 "media_fingerprint": p.media_fingerprint,
                 "vectors": sorted(vectors),  # which named vectors this product has (similar-by-id needs it)
             }
+            if "shared" in vectors:
+                # how much each modality weighed in the fused vector: hits say which one matched
+                payload["fusion_weights"] = {m: round(w, 4) for m, w in weights.items()}
             items.append((p.product_id, vectors, payload))
             if p.product_id not in current:
                 new_products.append(product)

@@ -234,6 +234,7 @@ class ProductIndex:
         self.settings = settings
         self.collection = settings.collection
         self.embedded = settings.url is None
+        self._dense_names: frozenset[str] | None = None
 
     @classmethod
     def open(cls, settings: IndexSettings) -> ProductIndex:
@@ -298,6 +299,17 @@ class ProductIndex:
                 self.client.create_payload_index(self.collection, name, schema)
         log.info("index.created", collection=self.collection, vectors=dict(vectors))
         return True
+
+    def dense_names(self) -> frozenset[str]:
+        """Names of the collection's dense vectors (empty while it does not exist).
+
+        Read once: a collection's layout never changes (ensure_collection refuses another)."""
+        if self._dense_names is None:
+            if not self.client.collection_exists(self.collection):
+                return frozenset()
+            current = self.client.get_collection(self.collection).config.params.vectors
+            self._dense_names = frozenset(current) if isinstance(current, dict) else frozenset()
+        return self._dense_names
 
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, items: Sequence[tuple[str, Mapping[str, np.ndarray | SparseTerms], dict[str, Any]]]) -> None:

@@ -41,6 +41,8 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
             return
         start_http_server(port, addr=host)
         _started_ports.add(port)
+
+
 DEAD_LETTERED = Counter("prism_ingest_dead_lettered_total", "Messages parked on the dead-letter queue", ["code"])
 EVENTS = Counter("prism_ingest_events_total", "Object events received, by what they led to", ["result"])
 QUEUE_DEPTH = Gauge("prism_ingest_queue_depth", "Messages waiting in an ingest queue", ["queue"])

@@ -105,7 +105,9 @@ def prepare_product(
 
 def encoder_models(text: EncoderClient, image: EncoderClient) -> str:
     """Model ids that every content hash includes: a new model re-encodes everything."""
-    return f"{text.info().model_id}|{image.info().model_id}"
+    info = image.info()
+    heads = f"+{info.shared_id}" if info.shared_id else ""
+    return f"{text.info().model_id}|{info.model_id}{heads}"
 
 
 def encode_products(
@@ -132,14 +134,17 @@ def encode_products(
         )
     )
     flat = [(p.product.id, m) for p in todo if p.product.id not in keep_media for m in p.media]
-    image_results = image.embed_media([m for _, m in flat], timeout=timeout_s) if flat else []
+    image_results = image.embed_media_encoded([m for _, m in flat], timeout=timeout_s) if flat else []
     image_vecs: dict[str, list[np.ndarray]] = {}
+    shared_vecs: dict[str, list[np.ndarray]] = {}
     bad: dict[str, InvalidInput] = {}
     for (pid, _), res in zip(flat, image_results, strict=True):
         if isinstance(res, InvalidInput):
             bad.setdefault(pid, res)
         else:
-            image_vecs.setdefault(pid, []).append(res)
+            image_vecs.setdefault(pid, []).append(res.native)
+            if res.shared is not None:
+                shared_vecs.setdefault(pid, []).append(res.shared)
     updates: list[ProductUpdate] = []
     failed: list[tuple[str, str, str]] = []
     for p in todo:
@@ -152,6 +157,8 @@ def encode_products(
             modalities["text"] = text_vecs[pid].reshape(1, -1)
         if image_vecs.get(pid):
             modalities["image"] = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
+        if shared_vecs.get(pid):
+            modalities["image_shared"] = np.stack(shared_vecs[pid])
         keep = frozenset({"image"}) if pid in keep_media else frozenset()
         updates.append(ProductUpdate(pid, p.record, p.content_hash, p.media_fingerprint, modalities, keep))
     return updates, failed
@@ -207,16 +214,26 @@ class Ingestor:
         strip: StripMode = "none",
         prune: bool = False,
         limit: int | None = None,
+        only: Collection[str] | None = None,
         show_progress: bool = True,
     ) -> IngestReport:
+        """Index the catalog (its first ``limit`` records; of those, ``only`` these product ids)."""
         report = IngestReport()
         fitted = self.lexical.n_docs == 0
         if fitted:
-            self.lexical.fit(p.stripped(strip) for p in islice(catalog.products(), limit))
+            self.lexical.fit(
+                p.stripped(strip) for p in islice(catalog.products(), limit) if only is None or p.id in only
+            )
         total = len(catalog) if limit is None else min(limit, len(catalog))
+        if only is not None:
+            total = min(total, len(only))
         progress = Progress(f"ingest {catalog.name}", total, enabled=show_progress)
         seen: set[str] = set()
-        records = islice(catalog.records(), limit)
+        records = (
+            (lineno, rec, err)
+            for lineno, rec, err in islice(catalog.records(), limit)
+            if only is None or not isinstance(rec, dict) or rec.get("id") in only
+        )
         for chunk in _batched(records, self.batch_size):
             prepared: list[PreparedProduct] = []
             for lineno, rec, err in chunk:

@@ -168,7 +168,10 @@ class FolderStore:
             meta = {}  # a file put there by hand: hash it once to get an etag
             meta["etag"] = hashlib.md5(p.read_bytes()).hexdigest()  # noqa: S324
         return ObjectInfo(
-            key, size, str(meta.get("etag", "")), str(meta.get("content_type", "application/octet-stream")),
+            key,
+            size,
+            str(meta.get("etag", "")),
+            str(meta.get("content_type", "application/octet-stream")),
             dict(meta.get("metadata") or {}),
         )
 
@@ -297,7 +300,10 @@ class S3Store:
             if k.lower().startswith("x-amz-meta-")
         }
         return ObjectInfo(
-            key, int(st.size or 0), str(st.etag or "").strip('"'), str(st.content_type or "application/octet-stream"),
+            key,
+            int(st.size or 0),
+            str(st.etag or "").strip('"'),
+            str(st.content_type or "application/octet-stream"),
             meta,
         )
 

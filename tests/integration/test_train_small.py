@@ -129,3 +129,110 @@ def test_held_out_photo_to_text_retrieval_beats_random(
     assert learned["ndcg@10"] == pytest.approx(heads.manifest["metrics"]["myntra-small"]["ndcg@10"], abs=1e-6)
     assert learned["ndcg@10"] > chance + 0.15, (learned, chance)
     assert learned["text2photo_recall@10"] > 2 * min(1.0, 10 / len(z))
+
+
+# -- the trained models in service: heads in the image encoder, fusion, hybrid weights ------------------
+
+
+@pytest.fixture(scope="module")
+def trained_split(small_catalog: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models-split")
+    assert main([*_args(small_catalog, out, cache_dir), "--test-fraction", "0.25"]) == 0
+    return out
+
+
+def test_test_split_is_recorded_and_never_trained_on(trained_split: Path, small_catalog: Path) -> None:
+    from prism.fusers import load_fuser, load_retrieval
+    from prism.training.heads import resolve_version
+    from prism.training.train import read_test_split
+
+    version = resolve_version(trained_split)
+    split = read_test_split(trained_split)["myntra-small"]
+    assert 0.1 * N_PRODUCTS < len(split) < 0.4 * N_PRODUCTS
+    manifest = json.loads((version / "manifest.json").read_text())
+    [info] = manifest["data"]["catalogs"]
+    # every test product is excluded (those without a photo were never usable anyway)
+    assert info["excluded"] >= len(split) - (info["products"] - info["with_image"])
+    assert manifest["test_split"] == {"fraction": 0.25, "products": {"myntra-small": len(split)}}
+    # the same split on a re-run: it is a function of the seed and the groups only
+    feats = extract_features(Catalog.open(small_catalog), cache_dir=Path(os.environ["PRISM_CACHE_DIR"]))
+    from prism.training.train import test_split
+
+    assert set(test_split([feats], 0.25, SEED)["myntra-small"]) == split
+    fuser = load_fuser(version)
+    assert fuser is not None and fuser.kind in ("length-gate", "learned-mix")
+    assert set(manifest["files"]) >= {"fusion.json", "retrieval.json", "test_split.json"}
+    retrieval = load_retrieval(version)
+    assert retrieval is not None and retrieval.weights["shared"] == 1.0
+    assert set(retrieval.weights) == {"shared", "text", "lexical"}
+
+
+def test_suite_serves_the_trained_heads_and_fusion(
+    trained_split: Path, small_catalog: Path, common_settings: object, tmp_path: Path
+) -> None:
+    """The image encoder returns shared-space vectors equal to the trainer's projection; the
+    fusion service indexes them and fuses with the validated weights; text search uses them."""
+    import httpx
+    from PIL import Image
+
+    from prism.embedded import start_suite
+    from prism.fusers import load_fuser, load_retrieval
+    from prism.models.views import VIEWS
+    from prism.settings import CommonSettings
+    from prism.training.heads import colour_features, resolve_version
+
+    assert isinstance(common_settings, CommonSettings)
+    common = common_settings.model_copy(update={"models_dir": trained_split})
+    heads = load_heads(trained_split)
+    version = resolve_version(trained_split)
+    fuser = load_fuser(version)
+    assert fuser is not None
+    catalog = Catalog.open(small_catalog)
+    products = list(catalog.products())[:40]
+    with start_suite(common=common, index_path=None, http_port=0) as suite:
+        image = suite.gateway.core.image
+        info = image.info()
+        assert info.shared_dim == 384 and info.shared_id == heads.version
+        # serving projection == training projection, on a real photo
+        photo = catalog.media_path(products[0].images[0])
+        [enc] = image.embed_media_encoded([photo.read_bytes()])
+        assert not isinstance(enc, Exception) and enc.shared is not None
+        with Image.open(photo) as im:
+            colour = colour_features(im.convert("RGB"))[None, :]
+        expected = project_image(heads, head_input(enc.native[None], colour, heads.config, VIEWS))[0]
+        assert float(enc.shared @ expected) > 0.999
+
+        report = suite.ingest(catalog, strip="photo", limit=40, show_progress=False)
+        assert report.indexed == 40, report.summary()
+        index = suite.gateway.core.index
+        assert {"shared", "image_shared", "image", "text"} <= index.dense_names()
+        got = index.vectors([p.id for p in products], ["shared", "image_shared"])
+        for p in products:
+            # photo only: the fused vector is the projected photo
+            np.testing.assert_allclose(got[p.id]["shared"], got[p.id]["image_shared"], atol=1e-5)
+        weights, _ = suite.gateway.core.text_lists()
+        assert weights == dict(load_retrieval(version).weights)  # type: ignore[union-attr]
+        phrase = "blue tshirts"
+        with httpx.Client(base_url=suite.url, timeout=60) as client:
+            r = client.post("/v1/search", json={"text": phrase, "k": 10, "facets": []})
+        assert r.status_code == 200, r.text
+        hits = r.json()["hits"]
+        assert len(hits) == 10 and {h["matched"] for h in hits} == {"image"}
+        # "similar" sums the cosines prism train weighted on validation (the shared vector here)
+        assert suite.gateway.core.similar_weights() == dict(load_retrieval(version).similar)  # type: ignore[union-attr]
+        with httpx.Client(base_url=suite.url, timeout=60) as client:
+            r = client.get(f"/v1/products/{products[0].id}/similar", params={"k": 5})
+        assert r.status_code == 200, r.text
+        similar = [h["id"] for h in r.json()["hits"]]
+        assert len(similar) == 5 and products[0].id not in similar
+
+        # the full product: text and photo fused with the length gate's weights
+        suite.ingest(catalog, strip="none", limit=5, show_progress=False)
+        payloads = index.payloads([p.id for p in products[:5]], fields=["fusion_weights", "title"])
+        for p in products[:5]:
+            w = payloads[p.id]["fusion_weights"]
+            assert set(w) == {"text", "image"} and sum(w.values()) == pytest.approx(1.0, abs=1e-3)
+            chars = np.asarray([len(p.text())], dtype=np.float32)
+            present = np.ones((1, 2), dtype=bool)
+            expected_w = fuser.weights_many(present, chars)[0, list(fuser.modalities).index("text")]
+            assert w["text"] == pytest.approx(float(expected_w), abs=1e-3)

@@ -103,8 +103,9 @@ def expected_ports(service: str) -> dict[str, int]:
 
 def port_fields(service: str) -> dict[str, int]:
     d = defaults(service)
-    return {env_name(type(d), f): getattr(d, f) for f in ("port", "metrics_port", "http_port")
-            if f in type(d).model_fields}
+    return {
+        env_name(type(d), f): getattr(d, f) for f in ("port", "metrics_port", "http_port") if f in type(d).model_fields
+    }
 
 
 def address_fields(service: str) -> dict[str, str]:
@@ -256,8 +257,11 @@ def test_dockerfile_is_offline_and_converts_e5_as_the_service_user() -> None:
 
 
 def test_dockerignore_keeps_what_the_build_needs() -> None:
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".venv", "var", ".git"} <= ignored
     assert not ignored & {"shared", "services", "pyproject.toml", "requirements-nodeps.txt", "README.md", "*"}
 
@@ -505,8 +509,21 @@ def schema() -> dict[str, Any]:
 # not one of the project's pinned dependencies. test_schema_uses_only_supported_keywords keeps the
 # schema inside what this validator understands, so no rule is silently ignored.
 ANNOTATIONS = {"$schema", "title", "description", "default", "examples"}
-KEYWORDS = {"type", "properties", "required", "additionalProperties", "propertyNames", "items", "enum",
-            "minimum", "maximum", "minLength", "pattern", "$ref", "definitions"}
+KEYWORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "propertyNames",
+    "items",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "pattern",
+    "$ref",
+    "definitions",
+}
 JSON_TYPES: dict[str, Any] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -582,14 +599,17 @@ def test_values_satisfy_the_schema() -> None:
     assert validate(values(), schema(), schema()) == []
 
 
-@pytest.mark.parametrize(("where", "bad", "complaint"), [
-    (("services", "gateway", "replicas"), "two", "is not of type"),
-    (("services", "gateway", "probes", "type"), "tcp", "not in"),
-    (("services", "gateway", "ports", "grpc"), 70000, "> 65535"),
-    (("services", "text-encoder", "env", "log_level"), "DEBUG", "does not match"),
-    (("services", "text-encoder", "replica"), 2, "unknown key replica"),
-    (("podSecurityContext", "runAsNonRoot"), False, "not in"),
-])
+@pytest.mark.parametrize(
+    ("where", "bad", "complaint"),
+    [
+        (("services", "gateway", "replicas"), "two", "is not of type"),
+        (("services", "gateway", "probes", "type"), "tcp", "not in"),
+        (("services", "gateway", "ports", "grpc"), 70000, "> 65535"),
+        (("services", "text-encoder", "env", "log_level"), "DEBUG", "does not match"),
+        (("services", "text-encoder", "replica"), 2, "unknown key replica"),
+        (("podSecurityContext", "runAsNonRoot"), False, "not in"),
+    ],
+)
 def test_schema_rejects_bad_values(where: tuple[str, ...], bad: Any, complaint: str) -> None:
     data = values()
     node = data
@@ -661,8 +681,11 @@ def test_helm_upstreams_and_qdrant_point_at_real_things() -> None:
         for target in block["upstreams"].values():
             assert services[target]["enabled"] and services[target]["probes"]["type"] == "grpc"
         cls = settings_class(name)
-        expected = {key: env_name(cls, f"qdrant_{field}") for key, field in (("url", "url"), ("apiKey", "api_key"))
-                    if f"qdrant_{field}" in cls.model_fields}
+        expected = {
+            key: env_name(cls, f"qdrant_{field}")
+            for key, field in (("url", "url"), ("apiKey", "api_key"))
+            if f"qdrant_{field}" in cls.model_fields
+        }
         assert block["qdrantEnv"] == expected, name
     qdrant = values()["qdrant"]
     assert qdrant["inCluster"]["port"] == 6333 and qdrant["apiKey"]["secretKey"]
@@ -809,7 +832,8 @@ def test_helm_renders_what_the_code_expects(helm: Any) -> None:
             assert component(services[host]) == target
             assert int(port) == defaults(target).port
             assert {"name": "grpc", "port": int(port)} in [
-                {"name": p["name"], "port": p["port"]} for p in services[host]["spec"]["ports"]]
+                {"name": p["name"], "port": p["port"]} for p in services[host]["spec"]["ports"]
+            ]
     autoscaled = {h["spec"]["scaleTargetRef"]["name"] for h in objects["HorizontalPodAutoscaler"]}
     scaled = {o["spec"]["scaleTargetRef"]["name"] for o in objects.get("ScaledObject", [])}
     assert not autoscaled & scaled, "one autoscaler per deployment"
@@ -831,10 +855,13 @@ def test_helm_renders_what_the_code_expects(helm: Any) -> None:
 
 
 def test_helm_gpu_and_external_qdrant(helm: Any) -> None:
-    objects = render(helm, {
-        "qdrant": {"url": "https://qdrant.example:6333", "apiKey": {"secretName": "qdrant"}},
-        "services": {"text-encoder": {"gpu": {"enabled": True}}},
-    })
+    objects = render(
+        helm,
+        {
+            "qdrant": {"url": "https://qdrant.example:6333", "apiKey": {"secretName": "qdrant"}},
+            "services": {"text-encoder": {"gpu": {"enabled": True}}},
+        },
+    )
     deployments = {component(d): d for d in objects["Deployment"]}
     encoder = deployments["text-encoder"]["spec"]["template"]["spec"]
     assert encoder["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1

@@ -32,7 +32,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +45,9 @@ import torch
 
 from prism.catalog import Catalog, Query
 from prism.evaluation import ndcg_at_k, recall_at_k
+from prism.fusers import save_fuser, save_retrieval
 from prism.training.features import CatalogFeatures, extract_features
+from prism.training.fusion_fit import FusionFit, FusionSet, fit_fusion
 from prism.training.heads import (
     COLOUR_DIM,
     MANIFEST_FILE,
@@ -60,6 +62,9 @@ log = structlog.get_logger(__name__)
 
 CARD_JSON = "model_card.json"
 CARD_PNG = "model_card.png"
+TEST_SPLIT_FILE = "test_split.json"
+# Salt of the test split's group hash, so it is independent of the validation split's.
+_TEST_SALT = 104_729
 
 
 # -------------------------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ class TrainConfig:
     hidden: int = 1024
     dropout: float = 0.3
     views: tuple[str, ...] = ("center",)
-    text_views: tuple[str, ...] = ("full",)
+    text_views: tuple[str, ...] = ("full", "title")
     w_text: float = 1.0  # photo <-> full text
     w_phrase: float = 1.0  # photo -> all phrases, phrase -> photos
     w_type: float = 0.3  # photo -> all phrases of its type (any colour) as positives
@@ -165,7 +170,8 @@ class TrainResult:
     metrics: dict[str, dict[str, float]]
     catalogs: list[dict[str, Any]]
     seconds: dict[str, float]
-    fusion: dict[str, float] = field(default_factory=dict)
+    # per catalog, the feature rows held out for validation (the fusion is fitted on them)
+    validation_rows: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
 
 
 def _head_inputs(f: CatalogFeatures, config: HeadConfig) -> npt.NDArray[np.float32]:
@@ -274,18 +280,6 @@ def evaluate_text_queries(
     }
 
 
-def _fusion_weight(z: npt.NDArray[np.float32], feats: CatalogFeatures) -> list[tuple[float, float]]:
-    """Validation nDCG@10 of phrase queries against normalize(a * text + (1 - a) * photo), per a."""
-    if "full" not in feats.text:
-        return []
-    out = []
-    for a in np.linspace(0.0, 1.0, 11):
-        fused = a * feats.text["full"] + (1 - a) * z
-        fused /= np.maximum(np.linalg.norm(fused, axis=1, keepdims=True), 1e-12)
-        out.append((float(a), phrase_retrieval(fused.astype(np.float32), feats, (10,)).get("ndcg@10", 0.0)))
-    return out
-
-
 # -------------------------------------------------------------------------------------------------
 # training
 
@@ -386,6 +380,7 @@ def _train_heads(
     bank_type_names: list[str] = []
     train_parts = []
     validations: list[_Validation] = []
+    validation_rows: dict[str, npt.NDArray[np.int64]] = {}
     catalogs_info: list[dict[str, Any]] = []
     for f in catalog_features:
         usable = f.has_image & np.array([pid not in exclude_ids for pid in f.ids], dtype=bool)
@@ -406,6 +401,7 @@ def _train_heads(
         text = f.text["full"] if "full" in f.text else np.zeros((len(f), 0), dtype=np.float32)
         train_parts.append((x[train_rows], text[train_rows], global_idx[train_rows]))
         validations.append(_Validation(f.name, f.subset(val_rows), x[val_rows]))
+        validation_rows[f.name] = val_rows
         catalogs_info.append(
             {
                 "name": f.name,
@@ -493,18 +489,9 @@ def _train_heads(
     head.load_state_dict(best[2])
     head.eval()
     metrics: dict[str, dict[str, float]] = {}
-    fusion_curve: dict[str, list[tuple[float, float]]] = {}
     for v in validations:
         if len(v.x):
-            z = project_image(head, v.x)
-            metrics[v.name] = phrase_retrieval(z, v.feats, config.eval_k)
-            fusion_curve[v.name] = _fusion_weight(z, v.feats)
-    fusion: dict[str, float] = {}
-    if fusion_curve and all(fusion_curve.values()):
-        alphas = [a for a, _ in next(iter(fusion_curve.values()))]
-        mean_score = [float(np.mean([c[i][1] for c in fusion_curve.values()])) for i in range(len(alphas))]
-        a_best = alphas[int(np.argmax(mean_score))]
-        fusion = {"text": a_best, "image": round(1.0 - a_best, 6), "val_ndcg@10": max(mean_score)}
+            metrics[v.name] = phrase_retrieval(project_image(head, v.x), v.feats, config.eval_k)
     train_s = time.perf_counter() - t0 - setup_s
     return TrainResult(
         head=head,
@@ -514,7 +501,7 @@ def _train_heads(
         metrics=metrics,
         catalogs=catalogs_info,
         seconds={"setup": round(setup_s, 2), "train": round(train_s, 2)},
-        fusion=fusion,
+        validation_rows=validation_rows,
     )
 
 
@@ -551,10 +538,80 @@ def _plot(result: TrainResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _fusion_summary(fusion: FusionFit | None) -> dict[str, Any]:
+    if fusion is None:
+        return {}
+    r = fusion.report
+    return {
+        "kind": fusion.fuser.kind,
+        "params": fusion.fuser.to_json(),
+        "gate_val_ndcg@10": r["gate"]["val_ndcg@10"]["mean"],
+        "mix_val_ndcg@10": r["mix"]["val_ndcg@10"]["mean"],
+        "hybrid_weights": dict(fusion.retrieval.weights),
+        "hybrid_val_ndcg@10": r["hybrid_val_ndcg@10"],
+        "similar_weights": r["similar_weights"],
+        "photo_only_val_ndcg@10": r["photo_only_val_ndcg@10"],
+        "halves": r["halves"],
+    }
+
+
 def _json_dump(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def test_split(features: Sequence[CatalogFeatures], fraction: float, seed: int) -> dict[str, list[str]]:
+    """Per catalog, the products of a ``fraction`` of the groups that training never sees (for
+    ``prism eval --unseen``): another hash salt than the validation split, groups kept whole."""
+    out: dict[str, list[str]] = {}
+    for f in features:
+        held = split_by_group(f.groups, fraction, seed + _TEST_SALT)
+        out[f.name] = [pid for pid, h in zip(f.ids, held, strict=True) if h]
+    return out
+
+
+def read_test_split(models_dir: Path) -> dict[str, set[str]]:
+    """The test products recorded by ``prism train --test-fraction`` for the current version."""
+    from prism.training.heads import resolve_version
+
+    path = resolve_version(models_dir) / TEST_SPLIT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: train with --test-fraction to hold products out")
+    doc = json.loads(path.read_text())
+    return {str(name): set(ids) for name, ids in doc["catalogs"].items()}
+
+
+def fusion_sets(
+    features: Sequence[CatalogFeatures], catalogs: Sequence[Catalog], result: TrainResult
+) -> list[FusionSet]:
+    """The validation products of each catalog in the shared space, for :func:`fit_fusion`."""
+    sets = []
+    for f, catalog in zip(features, catalogs, strict=True):
+        rows = result.validation_rows.get(f.name)
+        if rows is None or not len(rows):
+            continue
+        sub = f.subset(rows)
+        z = project_image(result.head, _head_inputs(sub, result.head.config))
+        mean = sub.image.mean(axis=1)  # (n, views, 1280) -> the encoder's mean vector
+        native = (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        by_id = {p.id: p for p in catalog.products()}
+        sets.append(
+            FusionSet(
+                name=f.name,
+                ids=sub.ids,
+                groups=sub.groups,
+                phrases=sub.phrases,
+                types=sub.types,
+                text=sub.text,
+                image=z,
+                native=native,
+                phrase_list=sub.phrase_list,
+                phrase_vectors=sub.phrase_vectors,
+                products=[by_id[pid] for pid in sub.ids],
+            )
+        )
+    return sets
 
 
 def write_models(
@@ -564,6 +621,9 @@ def write_models(
     catalogs: Sequence[Catalog],
     *,
     extract_seconds: float,
+    fusion: FusionFit | None = None,
+    test_ids: Mapping[str, list[str]] | None = None,
+    test_fraction: float = 0.0,
 ) -> Path:
     """Write a new version folder under ``out/versions`` and point ``out/manifest.json`` at it."""
     out = Path(out)
@@ -574,6 +634,15 @@ def write_models(
         shutil.rmtree(staging)
     files = save_head(staging, result.head)
     weights_sha = files["image_head.safetensors"]
+    if fusion is not None:
+        files.update(save_fuser(staging, fusion.fuser, fusion.report))
+        files.update(save_retrieval(staging, fusion.retrieval))
+    if test_ids:
+        _json_dump(
+            {"fraction": test_fraction, "seed": result.config.seed, "catalogs": dict(test_ids)},
+            staging / TEST_SPLIT_FILE,
+        )
+        files[TEST_SPLIT_FILE] = hashlib.sha256((staging / TEST_SPLIT_FILE).read_bytes()).hexdigest()
     created = datetime.now(UTC)
     version = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{weights_sha[:8]}"
     data_hash = hashlib.sha256("\n".join(f.data_hash for f in features).encode()).hexdigest()
@@ -598,7 +667,8 @@ def write_models(
                 "space": cfg.text_model,
             }
         },
-        "fusion": result.fusion,
+        "fusion": _fusion_summary(fusion),
+        "test_split": {"fraction": test_fraction, "products": {k: len(v) for k, v in (test_ids or {}).items()}},
         "data": {
             "hash": data_hash,
             "catalogs": [{**info, "path": str(c.root)} for info, c in zip(result.catalogs, catalogs, strict=True)],
@@ -622,7 +692,7 @@ def write_models(
         ),
         "selected_epoch": result.best_epoch,
         "metrics": result.metrics,
-        "fusion": result.fusion,
+        "fusion": _fusion_summary(fusion),
         "history": result.history,
         "limitations": [
             "colour and type vocabulary is the catalogs' own; unseen types map to the nearest seen ones",
@@ -665,6 +735,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--exclude-ids", type=Path, help="file of product ids (one a line) never used, not even to validate")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="share of product groups never used, recorded for `prism eval --unseen` (default 0: train on all)",
+    )
     p.add_argument("--views", default=",".join(d.views), help="image encoder views averaged into the input")
     p.add_argument("--cache-dir", type=Path, help="feature cache (default $PRISM_CACHE_DIR or var/cache)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training loop (default 1)")
@@ -697,8 +773,22 @@ def run(args: argparse.Namespace) -> Path:
     ]
     extract_s = time.perf_counter() - t0
     exclude = read_id_file(args.exclude_ids) if args.exclude_ids else set()
+    test_ids = test_split(features, args.test_fraction, config.seed) if args.test_fraction > 0 else {}
+    exclude |= {pid for ids in test_ids.values() for pid in ids}
     result = train_heads(features, config, exclude_ids=exclude, show_progress=not args.quiet, threads=args.threads)
-    folder = write_models(args.out, result, features, catalogs, extract_seconds=extract_s)
+    t_fuse = time.perf_counter()
+    fusion = fit_fusion(fusion_sets(features, catalogs, result), seed=config.seed)
+    result.seconds["fusion"] = round(time.perf_counter() - t_fuse, 2)
+    folder = write_models(
+        args.out,
+        result,
+        features,
+        catalogs,
+        extract_seconds=extract_s,
+        fusion=fusion,
+        test_ids=test_ids,
+        test_fraction=args.test_fraction,
+    )
     if not args.quiet:
         for name, m in result.metrics.items():
             print(
@@ -706,6 +796,13 @@ def run(args: argparse.Namespace) -> Path:
                 f"R@1 {m.get('recall@1', 0):.3f} R@10 {m.get('recall@10', 0):.3f} "
                 f"({int(m.get('products', 0))} products, {int(m.get('queries', 0))} queries)"
             )
+        summary = _fusion_summary(fusion)
+        print(
+            f"fusion: {summary['kind']} {summary['params']} (validation nDCG@10: length gate "
+            f"{summary['gate_val_ndcg@10']:.3f}, constant mix {summary['mix_val_ndcg@10']:.3f}); "
+            f"hybrid weights {summary['hybrid_weights']} "
+            f"(validation nDCG@10 {summary['hybrid_val_ndcg@10']:.3f})"
+        )
         print(f"kept epoch {result.best_epoch}; wrote {folder} in {time.perf_counter() - t0:.0f} s", flush=True)
     return folder
 

@@ -39,33 +39,37 @@ class EmbedRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., media: _Optional[_Iterable[_Union[_types_pb2.Media, _Mapping]]] = ..., text_kind: _Optional[_Union[TextKind, str]] = ..., space: _Optional[_Union[Space, str]] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("vector", "error", "views")
+    __slots__ = ("vector", "error", "views", "shared")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     vector: _types_pb2.Vector
     error: _types_pb2.ItemError
     views: _containers.RepeatedCompositeFieldContainer[_types_pb2.Vector]
-    def __init__(self, vector: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., error: _Optional[_Union[_types_pb2.ItemError, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ...) -> None: ...
+    shared: _types_pb2.Vector
+    def __init__(self, vector: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., error: _Optional[_Union[_types_pb2.ItemError, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ..., shared: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings", "model_id", "dim", "space")
+    __slots__ = ("embeddings", "model_id", "dim", "space", "shared_dim")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_DIM_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     model_id: str
     dim: int
     space: Space
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., space: _Optional[_Union[Space, str]] = ...) -> None: ...
+    shared_dim: int
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., space: _Optional[_Union[Space, str]] = ..., shared_dim: _Optional[int] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "modality", "dim", "shared_dim", "max_batch", "device", "views")
+    __slots__ = ("model_id", "modality", "dim", "shared_dim", "max_batch", "device", "views", "shared_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +77,7 @@ class InfoResponse(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     modality: str
     dim: int
@@ -80,4 +85,5 @@ class InfoResponse(_message.Message):
     max_batch: int
     device: str
     views: int
-    def __init__(self, model_id: _Optional[str] = ..., modality: _Optional[str] = ..., dim: _Optional[int] = ..., shared_dim: _Optional[int] = ..., max_batch: _Optional[int] = ..., device: _Optional[str] = ..., views: _Optional[int] = ...) -> None: ...
+    shared_id: str
+    def __init__(self, model_id: _Optional[str] = ..., modality: _Optional[str] = ..., dim: _Optional[int] = ..., shared_dim: _Optional[int] = ..., max_batch: _Optional[int] = ..., device: _Optional[str] = ..., views: _Optional[int] = ..., shared_id: _Optional[str] = ...) -> None: ...

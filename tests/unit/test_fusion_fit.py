@@ -1,0 +1,89 @@
+"""The pieces ``prism train`` chooses the fusion and the hybrid weights with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prism.catalog import Product, Query
+from prism.evaluation import restrict_queries
+from prism.training.fusion_fit import FusionSet, bm25_scores, fit_length_gate, fit_mix, halves, rrf_ndcg
+
+
+def test_bm25_scores_rank_the_matching_product_first() -> None:
+    products = [
+        Product(id="a", title="Blue denim jacket"),
+        Product(id="b", title="Red dress"),
+        Product(id="c", title="Blue dress with pockets"),
+    ]
+    s = bm25_scores(products, ["blue dress", "jacket"])
+    assert s.shape == (2, 3)
+    assert int(np.argmax(s[0])) == 2 and s[1, 0] > 0 and s[1, 1] == 0 == s[1, 2]
+
+
+def test_rrf_ndcg_combines_lists_and_ignores_lexical_misses() -> None:
+    ids = ["a", "b", "c"]
+    rels = [{"c": 2}]
+    dense = np.array([[0.9, 0.8, 0.1]], dtype=np.float32)  # c last
+    lexical = np.array([[0.0, 0.0, 3.0]], dtype=np.float32)  # only c matches
+    assert rrf_ndcg({"shared": dense}, {"shared": 1.0}, ids, rels) == pytest.approx(0.5)
+    assert rrf_ndcg({"shared": dense, "lexical": lexical}, {"shared": 1.0, "lexical": 2.0}, ids, rels) == 1.0
+
+
+def test_halves_keep_groups_whole() -> None:
+    groups = [f"g{i // 3}" for i in range(300)]
+    a = halves(groups, seed=1)
+    for g in set(groups):
+        rows = [i for i, x in enumerate(groups) if x == g]
+        assert len({bool(a[i]) for i in rows}) == 1
+    assert 0.3 < a.mean() < 0.7
+
+
+def _set(rng: np.random.Generator, n: int = 120) -> FusionSet:
+    """Phrase k's products: a long text that says the phrase, a title that does not, and a noisy photo."""
+    d, k = 16, 6
+    phrases = rng.normal(size=(k, d)).astype(np.float32)
+    phrases /= np.linalg.norm(phrases, axis=1, keepdims=True)
+    labels = np.arange(n) % k
+
+    def noisy(scale: float) -> np.ndarray:
+        v = phrases[labels] + scale * rng.normal(size=(n, d)).astype(np.float32)
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    title = rng.normal(size=(n, d)).astype(np.float32)
+    title /= np.linalg.norm(title, axis=1, keepdims=True)
+    products = [Product(id=f"p{i}", title="t", description="x" * 600) for i in range(n)]
+    return FusionSet(
+        name="synthetic",
+        ids=[p.id for p in products],
+        groups=[p.id for p in products],
+        phrases=[f"phrase {lab}" for lab in labels],
+        types=[f"type {lab % 2}" for lab in labels],
+        text={"full": noisy(0.3), "title": title},
+        image=noisy(1.0),
+        native=noisy(2.0),
+        phrase_list=[f"phrase {i}" for i in range(k)],
+        phrase_vectors=phrases,
+        products=products,
+    )
+
+
+def test_length_gate_trusts_long_text_and_photos_over_uninformative_titles() -> None:
+    s = _set(np.random.default_rng(0))
+    gate, score = fit_length_gate([s], ("none", "title-photo"))
+    # the full text is informative, the (random) title is not: text weight high when long, low when short
+    assert gate.text_long >= 0.6 and gate.text_long - gate.text_short >= 0.2, gate
+    _, by_weight = fit_mix([s], ("none", "title-photo"))
+    assert score >= max(by_weight.values()) - 1e-9
+
+
+def test_restrict_queries_keeps_relevance_inside_the_subset() -> None:
+    qs = [
+        Query(qid="text-en-0001", text="blue", relevant={"a": 2, "b": 1}),
+        Query(qid="text-en-0002", text="red", relevant={"c": 2, "a": 1}),
+        Query(qid="similar-0001", similar_to="c", relevant={"a": 2}),
+        Query(qid="similar-0002", similar_to="a", relevant={"b": 2}),
+    ]
+    got = restrict_queries(qs, {"a", "b"})
+    assert [q.qid for q in got] == ["text-en-0001", "similar-0002"]
+    assert got[0].relevant == {"a": 2, "b": 1}
