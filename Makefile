@@ -11,7 +11,7 @@ export PRISM_DATA_DIR ?= $(abspath ../shared/data)
 DATA := $(PRISM_DATA_DIR)/catalogs
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos test test-fast lint typecheck demo eval bench up down clean
+.PHONY: help install protos test test-fast lint typecheck demo train eval eval-unseen bench up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,9 +48,23 @@ test-fast: $(STAMP) ## unit tests only
 demo: $(STAMP) ## the whole suite embedded: ingest the H&M catalog, serve search + web page on :8080
 	$(VENV)/bin/prism demo
 
+train: $(STAMP) ## prism train on both catalogs into var/models (serve it: PRISM_MODELS_DIR=var/models)
+	$(VENV)/bin/prism train --catalog $(DATA)/hm --catalog $(DATA)/myntra --out var/models
+
 eval: $(STAMP) ## prism eval on both catalogs under $(PRISM_DATA_DIR), JSON under var/eval/
 	$(VENV)/bin/prism eval --catalog $(DATA)/myntra --queries $(DATA)/myntra-queries.jsonl --json var/eval/myntra.json
 	$(VENV)/bin/prism eval --catalog $(DATA)/hm --queries $(DATA)/hm-queries.jsonl --json var/eval/hm.json
+
+# The quality table of the learned space: for each catalog and each strip mode, models trained on
+# 70% of the catalog's product groups (fusion and hybrid weights fitted to what that index holds),
+# measured on the other 30% only (prism train --test-fraction, prism eval --unseen).
+EVAL_MODELS := var/models-eval
+eval-unseen: $(STAMP) ## per catalog and strip mode: train on 70% of the groups, eval on the unseen 30% (var/eval/unseen/)
+	for c in hm myntra; do for s in photo title-photo none; do \
+	  $(VENV)/bin/prism train --catalog $(DATA)/$$c --out $(EVAL_MODELS)/$$c-$$s --test-fraction 0.3 --fit-strip $$s \
+	    && $(VENV)/bin/prism eval --catalog $(DATA)/$$c --queries $(DATA)/$$c-queries.jsonl \
+	      --models $(EVAL_MODELS)/$$c-$$s --unseen --strip $$s --json var/eval/unseen/$$c-$$s.json || exit 1; \
+	done; done
 
 bench: $(STAMP) ## encoders bare vs gRPC, gateway latency at 10k, ingestion path vs bare encoders, ANN at 1M (var/bench/)
 	$(PY) -m prism.bench --out var/bench

@@ -73,7 +73,7 @@ def make_backend(embedder: ImageModel, settings: Settings, heads: Heads | None =
         views=len(views),
         shared=shared_projection(heads, views) if heads is not None else None,
         shared_dim=heads.config.out_dim if heads is not None else 0,
-        shared_id=heads.version if heads is not None else "",
+        shared_id=heads.content_id if heads is not None else "",
     )
 
 

@@ -192,7 +192,7 @@ def test_suite_serves_the_trained_heads_and_fusion(
     with start_suite(common=common, index_path=None, http_port=0) as suite:
         image = suite.gateway.core.image
         info = image.info()
-        assert info.shared_dim == 384 and info.shared_id == heads.version
+        assert info.shared_dim == 384 and info.shared_id == heads.content_id
         # serving projection == training projection, on a real photo
         photo = catalog.media_path(products[0].images[0])
         [enc] = image.embed_media_encoded([photo.read_bytes()])

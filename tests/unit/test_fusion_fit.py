@@ -87,3 +87,18 @@ def test_restrict_queries_keeps_relevance_inside_the_subset() -> None:
     got = restrict_queries(qs, {"a", "b"})
     assert [q.qid for q in got] == ["text-en-0001", "similar-0002"]
     assert got[0].relevant == {"a": 2, "b": 1}
+
+
+def test_fit_fusion_fits_what_the_index_will_hold() -> None:
+    from prism.training.fusion_fit import fit_fusion
+
+    sets = [_set(np.random.default_rng(1), n=160)]
+    full = fit_fusion(sets, seed=0, modes=("none",))
+    assert full.report["modes"] == ["none"] and full.fuser.kind in ("length-gate", "learned-mix")
+    assert set(full.retrieval.weights) == {"shared", "text", "lexical"}
+    assert full.retrieval.similar and sum(full.retrieval.similar.values()) > 0
+    photo = fit_fusion(sets, seed=0, modes=("photo",))
+    # nothing textual to weigh: text queries search the shared vector alone
+    assert dict(photo.retrieval.weights) == {"shared": 1.0} and "gate" not in photo.report
+    with pytest.raises(ValueError, match="unknown strip modes"):
+        fit_fusion(sets, seed=0, modes=("everything",))

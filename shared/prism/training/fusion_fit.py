@@ -272,14 +272,46 @@ class FusionFit:
     report: dict[str, Any]
 
 
-def fit_fusion(sets: Sequence[FusionSet], *, seed: int) -> FusionFit:
-    """Gate or fixed mix, then the hybrid list weights, both chosen on half B (see the module doc)."""
+def _photo_only_fit(b_sets: Sequence[FusionSet], modes: Sequence[str]) -> FusionFit:
+    fuser = FixedMix({"text": 0.5, "image": 0.5}, kind="equal")
+    similar, grid = fit_similar(b_sets, fuser, modes)
+    best = round(grid[json.dumps(similar, sort_keys=True)], 4)
+    log.info("train.similar", weights=similar, val_ndcg10=best)
+    report: dict[str, Any] = {
+        "modes": list(modes),
+        "halves": {s.name: {"B": len(s.ids)} for s in b_sets},
+        "note": "photo-only index: no text to weigh, only the similar-products weights are fitted",
+        "similar_grid": {k: round(v, 4) for k, v in grid.items()},
+        "similar_weights": similar,
+    }
+    # text queries on a photo-only index have only the shared vector to search
+    retrieval = RetrievalWeights({"shared": 1.0}, RRF_K, {"similar_val_ndcg@10": best}, similar)
+    return FusionFit(fuser, retrieval, report)
+
+
+DEFAULT_FIT_MODES = ("none", "title-photo")
+
+
+def fit_fusion(sets: Sequence[FusionSet], *, seed: int, modes: Sequence[str] = DEFAULT_FIT_MODES) -> FusionFit:
+    """Gate or fixed mix, then the hybrid list weights, both chosen on half B (see the module doc).
+
+    ``modes``: what the index will hold of each product (strip modes).  The default, full products
+    and title-only ones together, suits a catalog where both occur; a deployment that knows its
+    catalog's shape fits to it (``prism train --fit-strip``).  Photo-only products have no text to
+    weigh: then only the "similar" weights are fitted.
+    """
+    unknown = set(modes) - set(MODES)
+    if unknown or not modes:
+        raise ValueError(f"unknown strip modes {sorted(unknown)}; choose from {sorted(MODES)}")
     a_sets, b_sets = [], []
     for s in sets:
         mask = halves(s.groups, seed)
         a_sets.append(s.rows(mask))
         b_sets.append(s.rows(~mask))
-    modes = ("none", "title-photo")
+    similar_modes = tuple(modes)
+    modes = tuple(m for m in modes if MODES[m] is not None)
+    if not modes:
+        return _photo_only_fit(b_sets, similar_modes)
     fit_on = [s for s in a_sets if len(s.ids)]
     gate, gate_a = fit_length_gate(fit_on, modes)
     mix, mix_a = fit_mix(fit_on, modes)
@@ -321,6 +353,7 @@ def fit_fusion(sets: Sequence[FusionSet], *, seed: int) -> FusionFit:
     weights = {"shared": 1.0, "text": best[1], "lexical": best[0]}
     log.info("train.hybrid", weights=weights, val_ndcg10=round(mean[best], 4), dense_only=round(mean[(0.0, 0.0)], 4))
     report = {
+        "modes": list(similar_modes),
         "halves": {s.name: {"A": len(a.ids), "B": len(b.ids)} for s, a, b in zip(sets, a_sets, b_sets, strict=True)},
         "gate": {"params": gate.to_json(), "fit_ndcg@10": gate_a, "val_ndcg@10": gate_b},
         "mix": {"params": mix.to_json(), "fit_ndcg@10_by_text_weight": mix_a, "val_ndcg@10": mix_b},
@@ -329,7 +362,7 @@ def fit_fusion(sets: Sequence[FusionSet], *, seed: int) -> FusionFit:
         "hybrid_val_ndcg@10": mean[best],
         "photo_only_val_ndcg@10": fuser_score(fuser, b_sets, ("photo",))["mean"],
     }
-    similar, similar_grid = fit_similar(b_sets, fuser, modes)
+    similar, similar_grid = fit_similar(b_sets, fuser, similar_modes)
     log.info("train.similar", weights=similar, val_ndcg10=round(similar_grid[json.dumps(similar, sort_keys=True)], 4))
     report["similar_grid"] = {k: round(v, 4) for k, v in similar_grid.items()}
     report["similar_weights"] = similar

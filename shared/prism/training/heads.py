@@ -248,6 +248,15 @@ class Heads:
     def config(self) -> HeadConfig:
         return self.image.config
 
+    @property
+    def content_id(self) -> str:
+        """Names the head by its bytes (not its version's timestamp): vectors cached for one
+        training run stay valid for an identical re-run, and only for that."""
+        h = hashlib.sha256()
+        for name in (HEAD_WEIGHTS_FILE, HEAD_CONFIG_FILE):
+            h.update((self.folder / name).read_bytes())
+        return f"head-{h.hexdigest()[:16]}"
+
 
 def resolve_version(models_dir: Path) -> Path:
     """The folder of the version to serve: ``models_dir`` itself when it holds a head, else the

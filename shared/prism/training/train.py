@@ -47,7 +47,7 @@ from prism.catalog import Catalog, Query
 from prism.evaluation import ndcg_at_k, recall_at_k
 from prism.fusers import save_fuser, save_retrieval
 from prism.training.features import CatalogFeatures, extract_features
-from prism.training.fusion_fit import FusionFit, FusionSet, fit_fusion
+from prism.training.fusion_fit import DEFAULT_FIT_MODES, FusionFit, FusionSet, fit_fusion
 from prism.training.heads import (
     COLOUR_DIM,
     MANIFEST_FILE,
@@ -122,6 +122,8 @@ def symmetric_infonce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Te
 class TrainConfig:
     holdout_fraction: float = 0.1
     seed: int = 0
+    # what the index will hold of each product, for fitting the fusion and hybrid weights
+    fit_modes: tuple[str, ...] = DEFAULT_FIT_MODES
     epochs: int = 15
     batch_size: int = 512
     lr: float = 2e-3
@@ -543,14 +545,15 @@ def _fusion_summary(fusion: FusionFit | None) -> dict[str, Any]:
         return {}
     r = fusion.report
     return {
+        "modes": r["modes"],
         "kind": fusion.fuser.kind,
         "params": fusion.fuser.to_json(),
-        "gate_val_ndcg@10": r["gate"]["val_ndcg@10"]["mean"],
-        "mix_val_ndcg@10": r["mix"]["val_ndcg@10"]["mean"],
+        "gate_val_ndcg@10": r.get("gate", {}).get("val_ndcg@10", {}).get("mean"),
+        "mix_val_ndcg@10": r.get("mix", {}).get("val_ndcg@10", {}).get("mean"),
         "hybrid_weights": dict(fusion.retrieval.weights),
-        "hybrid_val_ndcg@10": r["hybrid_val_ndcg@10"],
+        "hybrid_val_ndcg@10": r.get("hybrid_val_ndcg@10"),
         "similar_weights": r["similar_weights"],
-        "photo_only_val_ndcg@10": r["photo_only_val_ndcg@10"],
+        "photo_only_val_ndcg@10": r.get("photo_only_val_ndcg@10"),
         "halves": r["halves"],
     }
 
@@ -736,6 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--exclude-ids", type=Path, help="file of product ids (one a line) never used, not even to validate")
     p.add_argument(
+        "--fit-strip",
+        default=",".join(d.fit_modes),
+        help="what the index will hold of each product (photo, title-photo, none; comma-separated), for fitting "
+        "the fusion and hybrid weights (default: full and title-only products)",
+    )
+    p.add_argument(
         "--test-fraction",
         type=float,
         default=0.0,
@@ -759,6 +768,7 @@ def run(args: argparse.Namespace) -> Path:
         batch_size=args.batch_size,
         lr=args.lr,
         views=tuple(v for v in args.views.split(",") if v),
+        fit_modes=tuple(m for m in args.fit_strip.split(",") if m),
     )
     catalogs = [Catalog.open(c) for c in args.catalog]
     names = [c.name for c in catalogs]
@@ -777,7 +787,7 @@ def run(args: argparse.Namespace) -> Path:
     exclude |= {pid for ids in test_ids.values() for pid in ids}
     result = train_heads(features, config, exclude_ids=exclude, show_progress=not args.quiet, threads=args.threads)
     t_fuse = time.perf_counter()
-    fusion = fit_fusion(fusion_sets(features, catalogs, result), seed=config.seed)
+    fusion = fit_fusion(fusion_sets(features, catalogs, result), seed=config.seed, modes=config.fit_modes)
     result.seconds["fusion"] = round(time.perf_counter() - t_fuse, 2)
     folder = write_models(
         args.out,
@@ -797,12 +807,14 @@ def run(args: argparse.Namespace) -> Path:
                 f"({int(m.get('products', 0))} products, {int(m.get('queries', 0))} queries)"
             )
         summary = _fusion_summary(fusion)
-        print(
-            f"fusion: {summary['kind']} {summary['params']} (validation nDCG@10: length gate "
-            f"{summary['gate_val_ndcg@10']:.3f}, constant mix {summary['mix_val_ndcg@10']:.3f}); "
-            f"hybrid weights {summary['hybrid_weights']} "
-            f"(validation nDCG@10 {summary['hybrid_val_ndcg@10']:.3f})"
-        )
+        if summary["gate_val_ndcg@10"] is not None:
+            print(
+                f"fusion ({'+'.join(summary['modes'])}): {summary['kind']} {summary['params']} (validation "
+                f"nDCG@10: length gate {summary['gate_val_ndcg@10']:.3f}, constant mix "
+                f"{summary['mix_val_ndcg@10']:.3f}); hybrid weights {summary['hybrid_weights']} "
+                f"(validation nDCG@10 {summary['hybrid_val_ndcg@10']:.3f})"
+            )
+        print(f"similar products: weights {summary['similar_weights']}")
         print(f"kept epoch {result.best_epoch}; wrote {folder} in {time.perf_counter() - t0:.0f} s", flush=True)
     return folder
 
