@@ -19,7 +19,7 @@ import structlog
 from qdrant_client import models as qm
 
 from prism import tracing
-from prism.catalog import validate_product_id
+from prism.catalog import parse_product, validate_product_id
 from prism.encoding import EncoderClient
 from prism.errors import InvalidInput, NotFound, Unavailable
 from prism.fusers import RetrievalWeights
@@ -400,14 +400,28 @@ class SearchCore:
         # the mean image vector (and the trained shared vector: colour and type) carries; MaxSim
         # rescoring is for finding the very product in a photo.
         has = set(payload.get("vectors") or ())
+        lexical = self.lexical
+        mlt = lexical.more_like_this(parse_product(payload)) if lexical is not None and "lexical" in has else {}
+        if mlt:
+            has.add("more_like_this")
         weights = {n: w for n, w in self.similar_weights().items() if n in has and w > 0}
         if not weights:  # the product lacks every weighted vector: use whichever dense one it has
             weights = {n: 1.0 for n in ("shared", "image", "text") if n in has}
         lists = {
-            using: self.index.search(using, pid, limit=pool, query_filter=flt, with_payload=HIT_FIELDS)
+            using: self.index.search(
+                "lexical" if using == "more_like_this" else using,
+                lexical.encode_terms(mlt) if using == "more_like_this" and lexical is not None else pid,
+                limit=pool,
+                query_filter=flt,
+                with_payload=HIT_FIELDS,
+            )
             for using in weights
         }
         by_list = {using: {s.product_id: s.score for s in found} for using, found in lists.items()}
+        if "more_like_this" in by_list:
+            # BM25 scores have no fixed scale: relative to the best match, like the cosines' [0, 1]
+            top_score = max(by_list["more_like_this"].values(), default=0.0) or 1.0
+            by_list["more_like_this"] = {c: v / top_score for c, v in by_list["more_like_this"].items()}
         payloads = {s.product_id: s.payload for found in lists.values() for s in found}
         scores: dict[str, float] = {}
         for using, weight in weights.items():
@@ -419,7 +433,7 @@ class SearchCore:
         page = ranked[offset : offset + opts.k]
         more = len(ranked) > offset + opts.k
         top = max(weights, key=lambda n: weights[n]) if weights else "image"
-        matched = "text" if top == "text" else "image"
+        matched = "text" if top in ("text", "more_like_this") else "image"
         hits = [
             Hit(
                 id=c,

@@ -299,6 +299,18 @@ class Bm25Encoder:
         """
         return _sparse(self.document_weights(product))
 
+    def more_like_this(self, product: Product, max_terms: int = 12) -> dict[str, float]:
+        """A "more like this" query from a product's own text: its ``max_terms`` most distinctive
+        terms (highest BM25 weight with idf) with their saturated tf as the query weight (the index
+        applies idf, as for any query; ``query_weights``-style idf folding is the caller's)."""
+        weights = self.document_weights(product)
+        ranked = sorted(weights, key=lambda t: (-weights[t] * self.idf(t), t))[:max_terms]
+        return {t: weights[t] for t in ranked}
+
+    def encode_terms(self, weights: Mapping[str, float]) -> SparseTerms:
+        """Analysed terms (e.g. from :meth:`more_like_this`) with weights -> a sparse query vector."""
+        return _sparse(weights)
+
     # -- queries ----------------------------------------------------------------------------
 
     def query_weights(self, query: str | WeightedTerms, *, idf: bool = False) -> dict[str, float]:

@@ -460,3 +460,25 @@ def test_lazy_loading_is_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not errors
     assert results == ["red scarf"] * 6
     assert len(reads) == 1
+
+
+def test_more_like_this_picks_the_distinctive_terms_of_a_product() -> None:
+    from prism.catalog import Product
+    from prism.lexical import Bm25Encoder
+
+    products = [
+        Product(id="a", title="Blue denim jacket", attributes={"colour": "Blue", "type": "Jacket"}),
+        Product(id="b", title="Red summer dress", attributes={"colour": "Red", "type": "Dress"}),
+        Product(id="c", title="Blue summer dress", attributes={"colour": "Blue", "type": "Dress"}),
+    ]
+    bm25 = Bm25Encoder().fit(products)
+    terms = bm25.more_like_this(products[0], max_terms=3)
+    assert len(terms) == 3 and "denim" in terms and all(w > 0 for w in terms.values())
+    q = bm25.encode_terms(terms)
+    assert len(q) == 3
+    # the jacket's own terms score the other blue product above the red one
+    scored = {
+        p.id: sum(w * bm25.idf(t) * bm25.document_weights(p).get(t, 0.0) for t, w in terms.items())
+        for p in products[1:]
+    }
+    assert scored["c"] > scored["b"]

@@ -227,9 +227,10 @@ def similar_ndcg(s: FusionSet, fuser: Fuser, mode: str, weights: Mapping[str, fl
     if key not in s._memo:
         view = MODES[mode]
         sims = {"shared": (f := fused_vectors(fuser, s, mode)) @ f.T, "image": s.native @ s.native.T}
+        anchors = [i for i, ph in enumerate(s.phrases) if ph][:max_anchors]
         if view is not None:
             sims["text"] = s.text[view] @ s.text[view].T
-        anchors = [i for i, ph in enumerate(s.phrases) if ph][:max_anchors]
+            sims["more_like_this"] = more_like_this_scores([p.stripped(mode) for p in s.products])  # type: ignore[arg-type]
         rels = []
         for i in anchors:
             rel = {pid: 1 for pid, t in zip(s.ids, s.types, strict=True) if t and t == s.types[i]}
@@ -248,14 +249,34 @@ def similar_ndcg(s: FusionSet, fuser: Fuser, mode: str, weights: Mapping[str, fl
     return float(np.mean([ndcg_at_k([s.ids[j] for j in row], rel, 10) for row, rel in zip(order, rels, strict=True)]))
 
 
+def more_like_this_scores(products: Sequence[Product]) -> npt.NDArray[np.float32]:
+    """``(n, n)`` BM25 scores of each product's "more like this" query against every product,
+    relative to the best other product (as the gateway scales them); the diagonal is the product
+    itself (excluded by the caller)."""
+    bm25 = Bm25Encoder().fit(products)
+    docs = [bm25.document_weights(p) for p in products]
+    out = np.zeros((len(products), len(products)), dtype=np.float32)
+    for i, p in enumerate(products):
+        q = {t: w * bm25.idf(t) for t, w in bm25.more_like_this(p).items()}
+        for j, d in enumerate(docs):
+            if j != i:
+                out[i, j] = sum(w * d.get(t, 0.0) for t, w in q.items())
+        top = out[i].max()
+        if top > 0:
+            out[i] /= top
+    return out
+
+
 def fit_similar(
     sets: Sequence[FusionSet], fuser: Fuser, modes: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The weights of "similar products" (shared, image, text cosines) with the best mean nDCG@10."""
     grid = [
-        {"shared": a, "image": b, "text": c}
-        for a, b, c in itertools.product((0.0, 0.5, 1.0), (0.0, 0.25, 0.5, 1.0), (0.0, 0.25, 0.5))
-        if a + b + c > 0
+        {"shared": a, "image": b, "text": c, "more_like_this": d}
+        for a, b, c, d in itertools.product(
+            (0.0, 0.5, 1.0), (0.0, 0.25, 0.5, 1.0), (0.0, 0.25, 0.5), (0.0, 0.25, 0.5, 1.0)
+        )
+        if a + b + c + d > 0
     ]
     scores: dict[str, float] = {}
     for w in grid:
