@@ -13,10 +13,11 @@ from prism.settings import CommonSettings
 from .settings import Settings
 
 
-def layout_of(text: EncoderClient, image: EncoderClient) -> tuple[VectorLayout, str]:
+def layout_of(text: EncoderClient, image: EncoderClient, videos: bool = True) -> tuple[VectorLayout, str]:
     """The vector layout and the model ids of the running encoders."""
     t, i = text.info(), image.info()
-    return VectorLayout.for_encoders(t.dim, i.dim, bool(i.views), i.shared_dim), encoder_models(text, image)
+    layout = VectorLayout.for_encoders(t.dim, i.dim, bool(i.views), i.shared_dim, i.dim if videos else 0)
+    return layout, encoder_models(text, image)
 
 
 def load_trained_fuser(common: CommonSettings) -> Fuser | None:
@@ -34,7 +35,7 @@ def load(settings: Settings, index: AnyIndex | None = None, common: CommonSettin
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
     image = EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s)
     try:
-        layout, model_id = layout_of(text, image)
+        layout, model_id = layout_of(text, image, settings.index_videos)
     finally:
         text.close()
         image.close()

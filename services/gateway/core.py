@@ -26,7 +26,9 @@ from prism.fusers import RetrievalWeights
 from prism.index import AnyIndex, ScoredProduct, build_filter
 from prism.lexical import Bm25Encoder, QueryTranslator
 from prism.media.images import ImageLimits, probe_image
+from prism.media.video import VideoLimits, probe_video
 from prism.storage import ObjectStore
+from prism.vectors import normalized_mean
 
 from .ranking import Fused, weighted_rrf
 from .settings import Settings
@@ -100,11 +102,20 @@ def image_url(product_id: str, payload: Mapping[str, Any]) -> str:
 
 
 class SearchCore:
-    def __init__(self, settings: Settings, index: AnyIndex, text: EncoderClient, image: EncoderClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: AnyIndex,
+        text: EncoderClient,
+        image: EncoderClient,
+        video: EncoderClient | None = None,
+    ) -> None:
         self.settings = settings
         self.index = index
         self.text = text
         self.image = image
+        self.video = video
+        self.video_limits = VideoLimits(max_bytes=settings.max_video_bytes)
         self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
         self.lexical: Bm25Encoder | None = None
         self.translator: QueryTranslator | None = None
@@ -266,7 +277,9 @@ class SearchCore:
             facets=facets,
         )
 
-    def _single(self, using: str, query: np.ndarray) -> Callable[[int, qm.Filter | None], list[Fused]]:
+    def _single(
+        self, using: str, query: np.ndarray, matched: str | None = None
+    ) -> Callable[[int, qm.Filter | None], list[Fused]]:
         def retrieve(limit: int, flt: qm.Filter | None) -> list[Fused]:
             found = self.index.search(
                 using,
@@ -276,7 +289,7 @@ class SearchCore:
                 with_payload=HIT_FIELDS,
                 candidates=self.settings.rescore_candidates,
             )
-            return [Fused(s, using) for s in found]
+            return [Fused(s, matched or using) for s in found]
 
         return retrieve
 
@@ -331,6 +344,10 @@ class SearchCore:
         with tracing.span("search", kind="image", bytes=len(data)):
             return self._search_image(data, opts)
 
+    def search_video(self, data: bytes, opts: SearchOptions) -> SearchResult:
+        with tracing.span("search", kind="video", bytes=len(data)):
+            return self._search_video(data, opts)
+
     def similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
         with tracing.span("search", kind="similar"):
             return self._similar(product_id, opts, exclude_same_group)
@@ -380,6 +397,33 @@ class SearchCore:
         probe_image(data, self.image_limits)  # refuse bad uploads before they reach the encoder
         vec = self.image.embed_one_media(data, timeout=self.settings.encoder_timeout_s)
         return self._run(self._single("image", vec), opts, ["image", hashlib.sha256(data).hexdigest()], start=t0)
+
+    def _search_video(self, data: bytes, opts: SearchOptions) -> SearchResult:
+        """A clip is pooled into the image encoder's views, so it is matched against product photos
+        (and product videos through their pooled vectors) exactly like a photo query."""
+        t0 = time.perf_counter()
+        if self.video is None:
+            raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
+        probe_video(data, self.video_limits)  # refuse bad uploads before they reach the encoder
+        vec = self.video.embed_one_media(data, timeout=self.settings.encoder_timeout_s)
+        fp = ["video", hashlib.sha256(data).hexdigest()]
+        if "video" not in self.index.dense_names():
+            return self._run(self._single("image", vec), opts, fp, start=t0)
+        pooled = normalized_mean(vec.reshape(-1, vec.shape[-1]))
+        photos, videos = self._single("image", vec), self._single("video", pooled)
+
+        def retrieve(limit: int, flt: qm.Filter | None) -> list[Fused]:
+            # Product photos and product videos both answer a clip, in the same image-network
+            # space: a product scores its best match of the two (rank fusion would favour products
+            # that have both over a product known only by its video).
+            best: dict[str, Fused] = {}
+            for found in (photos(limit, flt), videos(limit, flt)):
+                for f in found:
+                    if f.product.product_id not in best or f.product.score > best[f.product.product_id].product.score:
+                        best[f.product.product_id] = f
+            return sorted(best.values(), key=lambda f: (-f.product.score, f.product.product_id))[:limit]
+
+        return self._run(retrieve, opts, fp, start=t0)
 
     def _similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
         """Products like ``product_id``: image and text similarity combined, queried by id (no vector round trip)."""

@@ -60,7 +60,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def SearchVideo(
         self, request: search_pb2.SearchVideoRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchResponse:  # noqa: N802
-        raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
+        return _response(
+            self.core.search_video(_media_bytes(request.video, "video"), _options(self.core, request.options))
+        )
 
     def Similar(self, request: search_pb2.SimilarRequest, context: grpc.ServicerContext) -> search_pb2.SimilarResponse:  # noqa: N802
         if not request.product_ids:

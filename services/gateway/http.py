@@ -175,14 +175,13 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
                 raise PayloadTooLarge(f"upload of {declared} bytes exceeds {settings.max_upload_bytes}")
             async with request.form(max_files=2, max_fields=20, max_part_size=settings.max_upload_bytes) as form:
                 fields = {k: v for k, v in form.items() if isinstance(v, str)}
-                if isinstance(form.get("video"), UploadFile):
-                    raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
-                upload = form.get("image")
-                if isinstance(upload, UploadFile):
-                    data = await upload.read(settings.max_upload_bytes + 1)
-                    if len(data) > settings.max_upload_bytes:
-                        raise PayloadTooLarge(f"image exceeds {settings.max_upload_bytes} bytes")
-                    fields["_image"] = data
+                for kind in ("image", "video"):
+                    upload = form.get(kind)
+                    if isinstance(upload, UploadFile):
+                        data = await upload.read(settings.max_upload_bytes + 1)
+                        if len(data) > settings.max_upload_bytes:
+                            raise PayloadTooLarge(f"{kind} exceeds {settings.max_upload_bytes} bytes")
+                        fields[f"_{kind}"] = data
             if "filters" in fields:
                 try:
                     fields["filters"] = json.loads(fields["filters"])
@@ -200,7 +199,7 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
             if "image_base64" in fields:
                 fields["_image"] = _b64(fields["image_base64"], "image_base64", settings.max_upload_bytes)
             if "video_base64" in fields:
-                raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
+                fields["_video"] = _b64(fields["video_base64"], "video_base64", settings.max_upload_bytes)
         else:
             return error_response(415, "unsupported_media_type", "send application/json or multipart/form-data")
         facets = fields.get("facets")
@@ -214,13 +213,20 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
             fields.get("price_max"),
             facets,
         )
-        image = fields.get("_image")
+        image, video = fields.get("_image"), fields.get("_video")
+        if isinstance(image, bytes) and isinstance(video, bytes):
+            raise InvalidInput("send an image or a video, not both", code="invalid_request")
         if isinstance(image, bytes):
             result = await run_in_threadpool(core.search_image, image, opts)
+        elif isinstance(video, bytes):
+            result = await run_in_threadpool(core.search_video, video, opts)
         elif "text" in fields:
             result = await run_in_threadpool(core.search_text, fields["text"], opts)
         else:
-            raise InvalidInput("give a text, an image (multipart field 'image') or image_base64", code="empty_query")
+            raise InvalidInput(
+                "give a text, an image or a video (multipart field 'image'/'video', or image_base64/video_base64)",
+                code="empty_query",
+            )
         return JSONResponse(result.to_json())
 
     @app.get("/v1/products/{product_id}")

@@ -64,6 +64,8 @@ class Gateway:
         self.grpc.stop()
         self.core.text.close()
         self.core.image.close()
+        if self.core.video is not None:
+            self.core.video.close()
 
 
 def load_retrieval_weights(common: CommonSettings) -> RetrievalWeights | None:
@@ -79,7 +81,12 @@ def build_gateway(settings: Settings, index: AnyIndex | None = None, common: Com
     index = index or open_index(settings.index_settings())
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
     image = EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s)
-    core = SearchCore(settings, index, text, image)
+    video = (
+        EncoderClient(settings.video_encoder_address, timeout_s=settings.encoder_timeout_s)
+        if settings.video_encoder_address
+        else None
+    )
+    core = SearchCore(settings, index, text, image, video)
     core.retrieval = load_retrieval_weights(common or CommonSettings())
     if settings.media_from_store:
         from prism.storage import StoreSettings, open_store

@@ -15,6 +15,9 @@ class Settings(IndexedServiceSettings):
     http_port: int = 8080
     text_encoder_address: str = "127.0.0.1:50051"
     image_encoder_address: str = "127.0.0.1:50052"
+    # Empty: no video encoder in this deployment (video queries get 400 unsupported_modality).
+    video_encoder_address: str = "127.0.0.1:50055"
+    max_video_bytes: int = 50 * 2**20
     encoder_timeout_s: float = 10.0
     default_k: int = 20
     max_k: int = 100

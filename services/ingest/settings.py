@@ -14,6 +14,8 @@ class Settings(ServiceSettings):
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     text_encoder_address: str = "127.0.0.1:50051"
     image_encoder_address: str = "127.0.0.1:50052"
+    # Empty: no video encoder; products' videos are then left out (photos and text still indexed).
+    video_encoder_address: str = "127.0.0.1:50055"
     fusion_address: str = "127.0.0.1:50053"
     encoder_timeout_s: float = 120.0
     # Worker threads per process: tasks mostly wait on the encoders, whose server-side batching
@@ -35,3 +37,5 @@ class Settings(ServiceSettings):
     delivery_limit: int = 5
     max_media_bytes: int = 20 * 2**20
     max_images_per_product: int = 4
+    max_video_bytes: int = 50 * 2**20
+    max_videos_per_product: int = 2

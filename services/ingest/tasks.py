@@ -31,7 +31,7 @@ from prism.encoding import EncoderClient
 from prism.errors import DeadlineExceeded, InvalidInput, NotFound, PrismError, Unavailable
 from prism.fusion import FusionClient, ProductWriter
 from prism.logs import bind_request_id
-from prism.pipeline import encode_products, prepare_product
+from prism.pipeline import encode_products, encoder_models, prepare_product
 from prism.storage import FolderStore, ObjectInfo, ObjectStore, StoreSettings, open_store
 
 from .app import SYNC_TASK, IngestApp
@@ -51,10 +51,11 @@ class Resources:
     fusion: ProductWriter
     store: ObjectStore
     models: str = ""
+    video: EncoderClient | None = None
 
     def model_ids(self) -> str:
         if not self.models:  # asked lazily: the encoders may still be starting when the worker does
-            self.models = f"{self.text.info().model_id}|{self.image.info().model_id}"
+            self.models = encoder_models(self.text, self.image)
         return self.models
 
 
@@ -72,6 +73,9 @@ def resources(app: IngestApp) -> Resources:
                 image=EncoderClient(s.image_encoder_address, timeout_s=s.encoder_timeout_s),
                 fusion=FusionClient(s.fusion_address, timeout_s=s.encoder_timeout_s),
                 store=open_store(StoreSettings()),
+                video=EncoderClient(s.video_encoder_address, timeout_s=s.encoder_timeout_s)
+                if s.video_encoder_address
+                else None,
             )
             _resources[id(app)] = res
         return res
@@ -121,15 +125,18 @@ def sync(app: IngestApp, res: Resources, product_id: str, *, source: str, on_med
     if not isinstance(rec, dict) or rec.get("id") != pid:
         raise InvalidInput(f"products/{pid}.json does not describe product {pid!r}", code="invalid_record")
     product = parse_product(rec)
-    keys = list(product.images[: s.max_images_per_product])
+    photo_keys = list(product.images[: s.max_images_per_product])
+    video_keys = list(product.videos[: s.max_videos_per_product]) if res.video is not None else []
+    keys = photo_keys + video_keys
     infos: list[ObjectInfo] = []
     for key in keys:
+        limit = s.max_video_bytes if key in video_keys else s.max_media_bytes
         try:
             info = res.store.stat(key)
         except NotFound as exc:
             raise InvalidInput(f"media {key!r} is not in the store", code="missing_media") from exc
-        if info.size > s.max_media_bytes:
-            raise InvalidInput(f"media {key!r} is larger than {s.max_media_bytes} bytes", code="media_too_large")
+        if info.size > limit:
+            raise InvalidInput(f"media {key!r} is larger than {limit} bytes", code="media_too_large")
         if info.size == 0:
             raise InvalidInput(f"media {key!r} is empty (0 bytes)", code="empty_media")
         infos.append(info)
@@ -148,10 +155,13 @@ def sync(app: IngestApp, res: Resources, product_id: str, *, source: str, on_med
     if media_kept or not keys:
         keep_media = {pid} if keys else set()
     else:
-        media = tuple(res.store.get(k, s.max_media_bytes) for k in keys)
-        prepared = prepare_product(product, media, models=res.model_ids(), extra=extra, fingerprint=fingerprint)
+        media = tuple(res.store.get(k, s.max_media_bytes) for k in photo_keys)
+        videos = tuple(res.store.get(k, s.max_video_bytes) for k in video_keys)
+        prepared = prepare_product(
+            product, media, models=res.model_ids(), extra=extra, fingerprint=fingerprint, videos=videos
+        )
     updates, failed = encode_products(
-        res.text, res.image, [prepared], timeout_s=s.encoder_timeout_s, keep_media=keep_media
+        res.text, res.image, [prepared], timeout_s=s.encoder_timeout_s, keep_media=keep_media, video=res.video
     )
     if failed:
         _, code, reason = failed[0]

@@ -21,6 +21,7 @@ log = structlog.get_logger("prism")
 SERVICES = {
     "text-encoder": "services.text_encoder.__main__",
     "image-encoder": "services.image_encoder.__main__",
+    "video-encoder": "services.video_encoder.__main__",
     "gateway": "services.gateway.__main__",
     "fusion": "services.fusion.__main__",
     "ingest": "services.ingest.__main__",

@@ -63,7 +63,7 @@ class EmbeddedSuite:
         from prism.pipeline import Ingestor
 
         core = self.gateway.core
-        ingestor = Ingestor(self.fusion_core, core.text, core.image)
+        ingestor = Ingestor(self.fusion_core, core.text, core.image, video=core.video)
         report = ingestor.ingest(catalog, strip=strip, prune=prune, limit=limit, only=only, show_progress=show_progress)
         self.refresh_lexical()
         return report
@@ -86,6 +86,7 @@ class EmbeddedSuite:
             broker_url="memory://localhost/",
             text_encoder_address=self.encoders["text-encoder"].address,
             image_encoder_address=self.encoders["image-encoder"].address,
+            video_encoder_address=self.encoders["video-encoder"].address,
             fusion_address=self.fusion.address,
             concurrency=concurrency,
         )
@@ -97,6 +98,7 @@ class EmbeddedSuite:
                 image=EncoderClient(settings.image_encoder_address, timeout_s=settings.encoder_timeout_s),
                 fusion=FusionClient(settings.fusion_address, timeout_s=settings.encoder_timeout_s),
                 store=FolderStore(store_root),
+                video=EncoderClient(settings.video_encoder_address, timeout_s=settings.encoder_timeout_s),
             ),
         )
         app.declare_topology()
@@ -180,12 +182,19 @@ def start_suite(
     from services.image_encoder.settings import Settings as ImageSettings
     from services.text_encoder.server import build_service as build_text
     from services.text_encoder.settings import Settings as TextSettings
+    from services.video_encoder.server import build_service as build_video
+    from services.video_encoder.settings import Settings as VideoSettings
 
     common = common or CommonSettings()
     text_service, text_servicer = build_text(TextSettings(port=0, metrics_port=0), common)
     image_service, image_servicer = build_image(ImageSettings(port=0, metrics_port=0), common)
-    encoders = {"text-encoder": text_service, "image-encoder": image_service}
-    servicers: dict[str, Any] = {"text-encoder": text_servicer, "image-encoder": image_servicer}
+    video_service, video_servicer = build_video(VideoSettings(port=0, metrics_port=0), common)
+    encoders = {"text-encoder": text_service, "image-encoder": image_service, "video-encoder": video_service}
+    servicers: dict[str, Any] = {
+        "text-encoder": text_servicer,
+        "image-encoder": image_servicer,
+        "video-encoder": video_servicer,
+    }
     for service in encoders.values():
         service.start()
     # Load both models at once: each is mostly waiting on disk and single-threaded Python setup.
@@ -211,6 +220,7 @@ def start_suite(
         http_port=http_port,
         text_encoder_address=text_service.address,
         image_encoder_address=image_service.address,
+        video_encoder_address=video_service.address,
         qdrant_url=None,
         index_path=index_path,
         collection=collection,

@@ -26,7 +26,7 @@ from prism.progress import Progress
 
 log = structlog.get_logger(__name__)
 
-SUPPORTED_KINDS = ("text-en", "text-zh", "image", "image-aug", "similar")
+SUPPORTED_KINDS = ("text-en", "text-zh", "image", "image-aug", "video", "similar")
 
 
 def dcg(gains: Sequence[float]) -> float:
@@ -111,6 +111,10 @@ def run_query(client: httpx.Client, q: Query, k: int = 10) -> QueryOutcome:
     elif q.image is not None:
         r = client.post(
             "/v1/search", files={"image": (q.image.name, q.image.read_bytes())}, data={"k": str(k), "facets": ""}
+        )
+    elif q.video is not None:
+        r = client.post(
+            "/v1/search", files={"video": (q.video.name, q.video.read_bytes())}, data={"k": str(k), "facets": ""}
         )
     elif q.similar_to is not None:
         r = client.get(f"/v1/products/{q.similar_to}/similar", params={"k": k})

@@ -56,7 +56,9 @@ class VectorLayout:
     sparse: frozenset[str] = frozenset({"lexical"})
 
     @classmethod
-    def for_encoders(cls, text_dim: int, image_dim: int, image_views: bool, shared_dim: int = 0) -> VectorLayout:
+    def for_encoders(
+        cls, text_dim: int, image_dim: int, image_views: bool, shared_dim: int = 0, video_dim: int = 0
+    ) -> VectorLayout:
         """``text``; ``image`` (one vector per product: the mean of its photos' views), and for a
         multi-view image encoder ``image_views`` (every view, a MaxSim multivector used to rescore).
 
@@ -67,10 +69,14 @@ class VectorLayout:
         dims = {"text": int(text_dim), "image": int(image_dim)}
         if image_views:
             dims["image_views"] = int(image_dim)
+        if video_dim:
+            dims["video"] = int(video_dim)  # product videos: one pooled vector per clip, averaged
         if shared_dim:
             if int(shared_dim) != int(text_dim):
                 raise ValueError(f"shared space of {shared_dim} dimensions is not the text encoder's ({text_dim})")
             dims["image_shared"] = int(shared_dim)
+            if video_dim:
+                dims["video_shared"] = int(shared_dim)
             dims["shared"] = int(shared_dim)
         return cls(dims, frozenset({"image_views"} if image_views else ()))
 
@@ -172,11 +178,16 @@ class FusionCore:
             present = [m for m in MODALITIES if m in vectors]
             return vectors, {m: 1.0 / len(present) for m in present}
         # text vectors are already in the shared space (it is the text encoder's); media via heads
+        # what the camera saw: photos and product videos together (both through the image head)
+        visual = [vectors[n] for n in ("image_shared", "video_shared") if n in vectors]
+        if visual:
+            vectors["visual_shared"] = normalized_mean(np.stack(visual))
         inputs = {
             m: vectors[name]
             for m in self.fuser.modalities
-            if (name := "text" if m == "text" else f"{m}_shared") in vectors
+            if (name := "text" if m == "text" else "visual_shared") in vectors
         }
+        vectors.pop("visual_shared", None)
         if not inputs:
             return vectors, {}
         fused, weights = fuse_one(self.fuser, inputs, text_chars)

@@ -25,11 +25,14 @@ from prism.errors import InvalidInput
 from prism.fusion import FusionCore, ProductUpdate
 from prism.lexical import Bm25Encoder
 from prism.progress import Progress
+from prism.vectors import normalized_mean
 
 log = structlog.get_logger(__name__)
 
 MAX_IMAGES_PER_PRODUCT = 4
+MAX_VIDEOS_PER_PRODUCT = 2
 MAX_MEDIA_BYTES = 20 * 2**20
+MAX_VIDEO_BYTES = 50 * 2**20
 
 
 @dataclass
@@ -67,9 +70,10 @@ class PreparedProduct:
     product: Product
     record: dict[str, Any]  # what the index stores as payload (the catalog record + where its media live)
     text: str
-    media: tuple[bytes, ...]
+    media: tuple[bytes, ...]  # photos
     content_hash: str
     media_fingerprint: str
+    videos: tuple[bytes, ...] = ()
 
 
 def media_fingerprint(media: Sequence[bytes]) -> str:
@@ -86,21 +90,23 @@ def prepare_product(
     models: str,
     extra: Mapping[str, Any] | None = None,
     fingerprint: str | None = None,
+    videos: Sequence[bytes] = (),
 ) -> PreparedProduct:
-    """Hash the record, the media and the model ids; refuse a product with nothing to index.
+    """Hash the record, the media (photos, then videos) and the model ids; refuse a product with
+    nothing to index.
 
     ``fingerprint`` identifies the media when their bytes are not at hand (object sizes and etags).
     """
     text = product.text()
-    if not text and not media and not product.images:
+    if not text and not media and not videos and not product.images and not product.videos:
         raise InvalidInput("product has neither text nor media", code="no_content")
     record = {**product.to_record(), **(extra or {})}
-    fingerprint = fingerprint if fingerprint is not None else media_fingerprint(media)
+    fingerprint = fingerprint if fingerprint is not None else media_fingerprint([*media, *videos])
     h = hashlib.sha256()
     h.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
     h.update(models.encode())
     h.update(fingerprint.encode())
-    return PreparedProduct(product, record, text, tuple(media), h.hexdigest(), fingerprint)
+    return PreparedProduct(product, record, text, tuple(media), h.hexdigest(), fingerprint, tuple(videos))
 
 
 def encoder_models(text: EncoderClient, image: EncoderClient) -> str:
@@ -110,6 +116,34 @@ def encoder_models(text: EncoderClient, image: EncoderClient) -> str:
     return f"{text.info().model_id}|{info.model_id}{heads}"
 
 
+def _encode_media(
+    client: EncoderClient,
+    todo: Sequence[PreparedProduct],
+    which: str,
+    keep_media: Collection[str],
+    bad: dict[str, InvalidInput],
+    timeout_s: float,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
+    """One batched call for every photo (or video) of the batch: native and shared vectors by product."""
+    flat = [
+        (p.product.id, m)
+        for p in todo
+        if p.product.id not in keep_media
+        for m in (p.media if which == "image" else p.videos)
+    ]
+    results = client.embed_media_encoded([m for _, m in flat], timeout=timeout_s) if flat else []
+    native: dict[str, list[np.ndarray]] = {}
+    shared: dict[str, list[np.ndarray]] = {}
+    for (pid, _), res in zip(flat, results, strict=True):
+        if isinstance(res, InvalidInput):
+            bad.setdefault(pid, res)
+        else:
+            native.setdefault(pid, []).append(res.native)
+            if res.shared is not None:
+                shared.setdefault(pid, []).append(res.shared)
+    return native, shared
+
+
 def encode_products(
     text: EncoderClient,
     image: EncoderClient,
@@ -117,11 +151,13 @@ def encode_products(
     *,
     timeout_s: float,
     keep_media: Collection[str] = (),
+    video: EncoderClient | None = None,
 ) -> tuple[list[ProductUpdate], list[tuple[str, str, str]]]:
-    """Encode a batch (one text call, one image call) into fusion updates; products whose media
-    an encoder refused come back as (id, code, reason) and are not written at all.
+    """Encode a batch (one text call, one image call, one video call) into fusion updates; products
+    whose media an encoder refused come back as (id, code, reason) and are not written at all.
 
-    Products in ``keep_media`` have unchanged media: their image vectors are kept from the index.
+    Products in ``keep_media`` have unchanged media: their image and video vectors are kept from the
+    index.  Without a video encoder, products' videos are left out (their photos and text are indexed).
     """
     with_text = [p for p in todo if p.text]
     text_vecs = dict(
@@ -133,18 +169,14 @@ def encode_products(
             strict=True,
         )
     )
-    flat = [(p.product.id, m) for p in todo if p.product.id not in keep_media for m in p.media]
-    image_results = image.embed_media_encoded([m for _, m in flat], timeout=timeout_s) if flat else []
-    image_vecs: dict[str, list[np.ndarray]] = {}
-    shared_vecs: dict[str, list[np.ndarray]] = {}
     bad: dict[str, InvalidInput] = {}
-    for (pid, _), res in zip(flat, image_results, strict=True):
-        if isinstance(res, InvalidInput):
-            bad.setdefault(pid, res)
-        else:
-            image_vecs.setdefault(pid, []).append(res.native)
-            if res.shared is not None:
-                shared_vecs.setdefault(pid, []).append(res.shared)
+    image_vecs, shared_vecs = _encode_media(image, todo, "image", keep_media, bad, timeout_s)
+    video_vecs: dict[str, list[np.ndarray]] = {}
+    video_shared: dict[str, list[np.ndarray]] = {}
+    if video is not None:
+        video_vecs, video_shared = _encode_media(video, todo, "video", keep_media, bad, timeout_s)
+    elif any(p.videos for p in todo):
+        log.warning("ingest.videos_skipped", reason="no video encoder configured", products=len(todo))
     updates: list[ProductUpdate] = []
     failed: list[tuple[str, str, str]] = []
     for p in todo:
@@ -159,7 +191,12 @@ def encode_products(
             modalities["image"] = np.concatenate([v.reshape(-1, v.shape[-1]) for v in image_vecs[pid]])
         if shared_vecs.get(pid):
             modalities["image_shared"] = np.stack(shared_vecs[pid])
-        keep = frozenset({"image"}) if pid in keep_media else frozenset()
+        if video_vecs.get(pid):
+            # a clip's views pooled into one vector per clip: "video" is their mean
+            modalities["video"] = np.stack([normalized_mean(v.reshape(-1, v.shape[-1])) for v in video_vecs[pid]])
+        if video_shared.get(pid):
+            modalities["video_shared"] = np.stack(video_shared[pid])
+        keep = frozenset({"image", "video"}) if pid in keep_media else frozenset()
         updates.append(ProductUpdate(pid, p.record, p.content_hash, p.media_fingerprint, modalities, keep))
     return updates, failed
 
@@ -179,10 +216,12 @@ class Ingestor:
         *,
         batch_size: int = 64,
         timeout_s: float = 600.0,
+        video: EncoderClient | None = None,
     ) -> None:
         self.writer = writer
         self.text = text
         self.image = image
+        self.video = video
         self.batch_size = batch_size
         # A batch of photos x views on a busy CPU takes far longer than a query: its own deadline.
         self.timeout_s = timeout_s
@@ -194,18 +233,21 @@ class Ingestor:
 
     def _prepare(self, catalog: Catalog, product: Product, strip: StripMode) -> PreparedProduct:
         p = product.stripped(strip)
-        media: list[bytes] = []
-        for rel in p.images[:MAX_IMAGES_PER_PRODUCT]:
+
+        def read(rel: str, limit: int) -> bytes:
             path = catalog.media_path(rel)
             try:
                 with path.open("rb") as fh:
-                    data = fh.read(MAX_MEDIA_BYTES + 1)
+                    data = fh.read(limit + 1)
             except OSError as exc:
                 raise InvalidInput(f"cannot read {rel}: {exc.strerror}", code="missing_media") from exc
-            if len(data) > MAX_MEDIA_BYTES:
-                raise InvalidInput(f"{rel} is larger than {MAX_MEDIA_BYTES} bytes", code="media_too_large")
-            media.append(data)
-        return prepare_product(p, media, models=self._models, extra={"catalog_root": str(catalog.root)})
+            if len(data) > limit:
+                raise InvalidInput(f"{rel} is larger than {limit} bytes", code="media_too_large")
+            return data
+
+        media = [read(rel, MAX_MEDIA_BYTES) for rel in p.images[:MAX_IMAGES_PER_PRODUCT]]
+        videos = [read(rel, MAX_VIDEO_BYTES) for rel in p.videos[:MAX_VIDEOS_PER_PRODUCT]] if self.video else []
+        return prepare_product(p, media, models=self._models, extra={"catalog_root": str(catalog.root)}, videos=videos)
 
     def ingest(
         self,
@@ -268,6 +310,6 @@ class Ingestor:
         report.unchanged += len(prepared) - len(todo)
         if not todo:
             return
-        updates, failed = encode_products(self.text, self.image, todo, timeout_s=self.timeout_s)
+        updates, failed = encode_products(self.text, self.image, todo, timeout_s=self.timeout_s, video=self.video)
         report.failed.extend(failed)
         report.indexed += self.writer.upsert(updates, observe=observe)

@@ -57,6 +57,8 @@ def _args(catalog: Path, out: Path, cache_dir: Path) -> list[str]:
         str(SEED),
         "--cache-dir",
         str(cache_dir),
+        "--video-clips",
+        "40",
         "--quiet",
     ]
 
@@ -75,7 +77,15 @@ def test_trains_and_writes_manifest_and_model_card(trained: tuple[Path, float]) 
     out, _seconds = trained
     top = json.loads((out / "manifest.json").read_text())
     version = out / "versions" / top["current"]
-    for name in ("image_head.safetensors", "image_head.json", "manifest.json", "model_card.json", "model_card.png"):
+    for name in (
+        "image_head.safetensors",
+        "image_head.json",
+        "manifest.json",
+        "model_card.json",
+        "model_card.png",
+        "video_pool.safetensors",
+        "video_pool.json",
+    ):
         assert (version / name).is_file(), name
     assert (version / "model_card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((version / "manifest.json").read_text())
@@ -88,6 +98,10 @@ def test_trains_and_writes_manifest_and_model_card(trained: tuple[Path, float]) 
     assert 0 < info["validation"] < info["train"]
     assert manifest["training"]["seed"] == SEED and manifest["training"]["epochs"] == 2
     assert set(manifest["metrics"]["myntra-small"]) >= {"ndcg@10", "recall@1", "recall@10"}
+    video = manifest["video"]
+    assert video["clips"]["train"] == 40 and video["kept"] in ("attention", "mean")
+    r1 = video["val_recall@1"]
+    assert r1["attention_pooling"] >= r1["mean_pooling"]  # never worse than the mean: kept only if better
     card = json.loads((version / "model_card.json").read_text())
     assert [h["epoch"] for h in card["history"]] == [1, 2]
     assert card["selected_epoch"] in (1, 2)

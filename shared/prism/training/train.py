@@ -46,6 +46,8 @@ import torch
 from prism.catalog import Catalog, Query
 from prism.evaluation import ndcg_at_k, recall_at_k
 from prism.fusers import save_fuser, save_retrieval
+from prism.models.temporal import TemporalPool, save_pool
+from prism.training.clips import ClipFeatures, clip_features, train_pool
 from prism.training.features import CatalogFeatures, extract_features
 from prism.training.fusion_fit import DEFAULT_FIT_MODES, FusionFit, FusionSet, fit_fusion
 from prism.training.heads import (
@@ -124,6 +126,8 @@ class TrainConfig:
     seed: int = 0
     # what the index will hold of each product, for fitting the fusion and hybrid weights
     fit_modes: tuple[str, ...] = DEFAULT_FIT_MODES
+    # products per catalog whose synthesized clips train the video encoder's temporal pool (0: none)
+    video_clips: int = 400
     epochs: int = 15
     batch_size: int = 512
     lr: float = 2e-3
@@ -585,6 +589,45 @@ def read_test_split(models_dir: Path) -> dict[str, set[str]]:
     return {str(name): set(ids) for name, ids in doc["catalogs"].items()}
 
 
+def train_video_pool(
+    catalogs: Sequence[Catalog],
+    features: Sequence[CatalogFeatures],
+    result: TrainResult,
+    exclude: set[str],
+    config: TrainConfig,
+    cache_dir: Path,
+    *,
+    show_progress: bool,
+) -> tuple[TemporalPool, dict[str, Any]]:
+    """The video encoder's temporal pool, on clips synthesized from training products' photos and
+    checked on clips of the validation products (see :mod:`prism.training.clips`)."""
+    rng = np.random.default_rng(config.seed)
+    train_parts: list[ClipFeatures] = []
+    val_parts: list[ClipFeatures] = []
+    for catalog, f in zip(catalogs, features, strict=True):
+        val_rows = set(int(i) for i in result.validation_rows.get(f.name, []))
+        usable = [i for i in range(len(f)) if f.has_image[i] and f.ids[i] not in exclude]
+        train_rows = [i for i in usable if i not in val_rows]
+        picked = sorted(rng.choice(train_rows, size=min(config.video_clips, len(train_rows)), replace=False))
+        val_pick = sorted(val_rows)[: max(1, config.video_clips // 3)]
+        by_id = {p.id: p for p in catalog.products()}
+        for rows, parts in ((picked, train_parts), (val_pick, val_parts)):
+            if rows:
+                products = [by_id[f.ids[i]] for i in rows]
+                parts.append(
+                    clip_features(catalog, products, cache_dir=cache_dir, seed=config.seed, show_progress=show_progress)
+                )
+
+    def stack(parts: list[ClipFeatures]) -> ClipFeatures:
+        return ClipFeatures(
+            np.concatenate([c.clips for c in parts]),
+            np.concatenate([c.photos for c in parts]),
+            [i for c in parts for i in c.ids],
+        )
+
+    return train_pool(stack(train_parts), stack(val_parts), seed=config.seed)
+
+
 def fusion_sets(
     features: Sequence[CatalogFeatures], catalogs: Sequence[Catalog], result: TrainResult
 ) -> list[FusionSet]:
@@ -627,6 +670,8 @@ def write_models(
     fusion: FusionFit | None = None,
     test_ids: Mapping[str, list[str]] | None = None,
     test_fraction: float = 0.0,
+    video_pool: TemporalPool | None = None,
+    video_report: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a new version folder under ``out/versions`` and point ``out/manifest.json`` at it."""
     out = Path(out)
@@ -637,6 +682,8 @@ def write_models(
         shutil.rmtree(staging)
     files = save_head(staging, result.head)
     weights_sha = files["image_head.safetensors"]
+    if video_pool is not None:
+        files.update(save_pool(staging, video_pool))
     if fusion is not None:
         files.update(save_fuser(staging, fusion.fuser, fusion.report))
         files.update(save_retrieval(staging, fusion.retrieval))
@@ -671,6 +718,7 @@ def write_models(
             }
         },
         "fusion": _fusion_summary(fusion),
+        "video": {k: v for k, v in (video_report or {}).items() if k != "history"},
         "test_split": {"fraction": test_fraction, "products": {k: len(v) for k, v in (test_ids or {}).items()}},
         "data": {
             "hash": data_hash,
@@ -739,6 +787,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--exclude-ids", type=Path, help="file of product ids (one a line) never used, not even to validate")
     p.add_argument(
+        "--video-clips",
+        type=int,
+        default=d.video_clips,
+        help="training products per catalog whose synthesized clips train the video pool (0: skip)",
+    )
+    p.add_argument(
         "--fit-strip",
         default=",".join(d.fit_modes),
         help="what the index will hold of each product (photo, title-photo, none; comma-separated), for fitting "
@@ -769,6 +823,7 @@ def run(args: argparse.Namespace) -> Path:
         lr=args.lr,
         views=tuple(v for v in args.views.split(",") if v),
         fit_modes=tuple(m for m in args.fit_strip.split(",") if m),
+        video_clips=args.video_clips,
     )
     catalogs = [Catalog.open(c) for c in args.catalog]
     names = [c.name for c in catalogs]
@@ -786,6 +841,13 @@ def run(args: argparse.Namespace) -> Path:
     test_ids = test_split(features, args.test_fraction, config.seed) if args.test_fraction > 0 else {}
     exclude |= {pid for ids in test_ids.values() for pid in ids}
     result = train_heads(features, config, exclude_ids=exclude, show_progress=not args.quiet, threads=args.threads)
+    t_video = time.perf_counter()
+    video_pool, video_report = (
+        train_video_pool(catalogs, features, result, exclude, config, cache_dir, show_progress=not args.quiet)
+        if config.video_clips > 0
+        else (None, {})
+    )
+    result.seconds["video"] = round(time.perf_counter() - t_video, 2)
     t_fuse = time.perf_counter()
     fusion = fit_fusion(fusion_sets(features, catalogs, result), seed=config.seed, modes=config.fit_modes)
     result.seconds["fusion"] = round(time.perf_counter() - t_fuse, 2)
@@ -798,6 +860,8 @@ def run(args: argparse.Namespace) -> Path:
         fusion=fusion,
         test_ids=test_ids,
         test_fraction=args.test_fraction,
+        video_pool=video_pool,
+        video_report=video_report,
     )
     if not args.quiet:
         for name, m in result.metrics.items():
