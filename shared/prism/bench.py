@@ -2,7 +2,8 @@
 
 1. Encoder throughput: the bare model in-process vs the same model through its gRPC service
    (vector cache off), as a ratio: what the service layer costs.
-2. Gateway search latency (HTTP, end to end) at 10k indexed products.
+2. Video encoder: clips/s and frames/s against the image encoder's frames/s on the same frames.
+3. Gateway search latency (HTTP, end to end) at 10k indexed products.
 Prints a table and writes JSON under ``--out``.
 """
 
@@ -126,6 +127,65 @@ def bench_encoders(common: CommonSettings, catalog: Catalog, n_images: int, n_te
     return out
 
 
+def bench_video(common: CommonSettings, clips_dir: Path, n_clips: int) -> dict[str, Any]:
+    """Video encoder throughput (clips/s and sampled frames/s, decode included) against the image
+    encoder's frames/s on the very frames the video encoder samples, both via gRPC, cache off."""
+    import io
+
+    from prism.encoding import EncoderClient
+    from prism.media.video import decode_video
+    from services.image_encoder.server import build_service as build_image
+    from services.image_encoder.settings import Settings as ImageSettings
+    from services.video_encoder.server import build_service as build_video
+    from services.video_encoder.server import limits_of
+    from services.video_encoder.settings import Settings as VideoSettings
+
+    clips = [p.read_bytes() for p in sorted(clips_dir.glob("*.mp4"))[:n_clips]]
+    if not clips:
+        return {}
+    video_settings = VideoSettings(port=0, metrics_port=0, cache_vectors=False)
+    frames: list[bytes] = []
+    for c in clips:
+        for im in decode_video(c, limits_of(video_settings))[1]:
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=92)
+            frames.append(buf.getvalue())
+    img_service, img_servicer = build_image(ImageSettings(port=0, metrics_port=0, cache_vectors=False), common)
+    vid_service, vid_servicer = build_video(video_settings, common)
+    for s in (img_service, vid_service):
+        s.start()
+        s.warm()
+    try:
+        img = EncoderClient(img_service.address, timeout_s=600)
+        vid = EncoderClient(vid_service.address, timeout_s=600)
+
+        def run_video() -> None:
+            for i in range(0, len(clips), 4):
+                vid.embed_media(clips[i : i + 4])
+
+        def run_images() -> None:
+            for i in range(0, len(frames), 32):
+                img.embed_media(frames[i : i + 32])
+
+        clip_rate = _rate(len(clips), run_video)
+        frame_rate = _rate(len(frames), run_images)
+        img.close()
+        vid.close()
+    finally:
+        for s, sv in ((img_service, img_servicer), (vid_service, vid_servicer)):
+            s.stop(grace=1)
+            sv.close()
+    per_clip = len(frames) / len(clips)
+    return {
+        "clips": len(clips),
+        "sampled_frames_per_clip": per_clip,
+        "video_clips_per_s": clip_rate,
+        "video_frames_per_s": clip_rate * per_clip,
+        "image_frames_per_s": frame_rate,
+        "ratio": clip_rate * per_clip / frame_rate,
+    }
+
+
 def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_queries: int) -> dict[str, Any]:
     import httpx
 
@@ -189,6 +249,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--clips", type=int, default=80)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -198,6 +259,7 @@ def main() -> None:
     result = {
         "machine": {"cpus": os.cpu_count()},
         "encoders": bench_encoders(common, catalog, args.images, args.texts),
+        "video": bench_video(common, common.data_dir / "catalogs" / "myntra-clips", args.clips),
         "gateway": bench_gateway(common, catalog, args.products, args.queries),
     }
     print(f"{'encoder':<8}{'model':<32}{'bare/s':>10}{'gRPC/s':>10}{'ratio':>8}")
@@ -207,6 +269,13 @@ def main() -> None:
         m = result["encoders"]["image"]
         print(
             f"{'image, 4 concurrent callers x 8':<40}{m['grpc_concurrent_per_s']:>18.1f}{m['ratio_concurrent']:>8.2f}"
+        )
+    if result["video"]:
+        v = result["video"]
+        print(
+            f"\nvideo encoder: {v['video_clips_per_s']:.2f} clips/s = {v['video_frames_per_s']:.1f} sampled frames/s "
+            f"({v['sampled_frames_per_clip']:.1f} per clip, decode included); image encoder on the same frames: "
+            f"{v['image_frames_per_s']:.1f} frames/s; ratio {v['ratio']:.2f}"
         )
     print(f"\n{'search':<8}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for kind, m in result["gateway"].items():
