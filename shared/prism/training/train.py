@@ -127,7 +127,7 @@ class TrainConfig:
     # what the index will hold of each product, for fitting the fusion and hybrid weights
     fit_modes: tuple[str, ...] = DEFAULT_FIT_MODES
     # products per catalog whose synthesized clips train the video encoder's temporal pool (0: none)
-    video_clips: int = 400
+    video_clips: int = 200
     epochs: int = 15
     batch_size: int = 512
     lr: float = 2e-3
