@@ -24,12 +24,14 @@ class VideoModels:
 
 
 def load(settings: Settings, common: CommonSettings) -> VideoModels:
-    from prism.models.efficientnet import load_image_embedder
+    """The image encoder's own network (EfficientNet, or a CLIP checkpoint's image tower), so clip
+    vectors live in the same space as the indexed photos."""
     from prism.models.temporal import load_pool
-    from services.image_encoder.model import load_heads
+    from services.image_encoder import model as image_model
+    from services.image_encoder.settings import Settings as ImageSettings
 
-    heads = load_heads(common)
-    image = load_image_embedder(
-        device=common.device, batch_size=settings.max_batch * settings.sample_frames, threads=settings.threads
+    heads = image_model.load_heads(common)
+    image = image_model.load(
+        ImageSettings(max_batch=settings.max_batch * settings.sample_frames, threads=settings.threads), common
     )
-    return VideoModels(image=image, pool=load_pool(heads.folder if heads is not None else None), heads=heads)
+    return VideoModels(image=image, pool=load_pool(heads.folder if heads is not None else None, image.dim), heads=heads)

@@ -92,13 +92,19 @@ def save_pool(folder: Path, pool: TemporalPool) -> dict[str, str]:
     return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in (POOL_WEIGHTS_FILE, POOL_CONFIG_FILE)}
 
 
-def load_pool(folder: Path | None) -> TemporalPool:
-    """The trained pool of a model version, or the untrained one (the plain mean) without one."""
+def load_pool(folder: Path | None, dim: int = 1280) -> TemporalPool:
+    """The trained pool of a model version, or the untrained one (the plain mean) for ``dim``-d
+    frame features without one."""
     if folder is None or not (folder / POOL_WEIGHTS_FILE).is_file():
-        return TemporalPool(PoolConfig()).eval()
+        return TemporalPool(PoolConfig(dim=dim)).eval()
     from safetensors.torch import load_file
 
-    pool = TemporalPool(PoolConfig.from_json(json.loads((folder / POOL_CONFIG_FILE).read_text())))
+    config = PoolConfig.from_json(json.loads((folder / POOL_CONFIG_FILE).read_text()))
+    if config.dim != dim:
+        raise ValueError(
+            f"{folder}: the video pool expects {config.dim}-d frame features, the image network gives {dim}"
+        )
+    pool = TemporalPool(config)
     pool.load_state_dict(load_file(str(folder / POOL_WEIGHTS_FILE)), strict=True)
     return pool.eval()
 
