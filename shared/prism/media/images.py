@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from prism.errors import MediaError, PayloadTooLarge
+from prism.media.sniff import sniff_format
 
 __all__ = [
     "ALLOWED_IMAGE_FORMATS",
@@ -120,66 +121,7 @@ _MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "W
 
 def sniff_image_type(data: bytes) -> str:
     """The media type to serve ``data`` as: a known image type from its bytes, else octet-stream."""
-    return _MEDIA_TYPES.get(_sniff(data) or "", "application/octet-stream")
-
-
-def _sniff(data: bytes) -> str | None:
-    """Best-effort name of the format of ``data`` from its magic bytes (None when unknown)."""
-    head = data[:64]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head.startswith(b"BM"):
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "TIFF"
-    if head.startswith(b"%PDF"):
-        return "PDF"
-    if head.startswith(b"%!PS") or head.startswith(b"\xc5\xd0\xd3\xc6"):
-        return "PostScript"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
-            return "HEIF"
-        return "MP4/QuickTime"
-    if head.startswith(b"\x00\x00\x00\x0cjP  ") or head.startswith(b"\xff\x4f\xff\x51"):
-        return "JPEG2000"
-    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL "):
-        return "JPEG XL"
-    if head.startswith(b"8BPS"):
-        return "PSD"
-    if head[:4] in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00"):
-        return "ICO"
-    if head.startswith(b"qoif"):
-        return "QOI"
-    if head.startswith(b"PK\x03\x04"):
-        return "ZIP"
-    if head.startswith(b"\x1f\x8b"):
-        return "GZIP"
-    if head.startswith(b"\x1aE\xdf\xa3"):
-        return "Matroska/WebM"
-    text = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<svg", b"<?xml", b"<!doctype svg")) or b"<svg" in text:
-        return "SVG"
-    if text.startswith((b"<!doctype html", b"<html")):
-        return "HTML"
-    if text.startswith((b"{", b"[")):
-        return "JSON"
-    sample = data[:512]
-    if sample and all(b in b"\t\n\r" or 32 <= b < 127 or b >= 128 for b in sample):
-        try:
-            sample.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        return "text"
-    return None
+    return _MEDIA_TYPES.get(sniff_format(data) or "", "application/octet-stream")
 
 
 def _unsupported(detected: str | None, limits: ImageLimits) -> MediaError:
@@ -214,7 +156,7 @@ def _too_large(width: int, height: int, limits: ImageLimits) -> MediaError:
 def _open(data: bytes, limits: ImageLimits) -> tuple[ImageFile.ImageFile, str, int]:
     """Open (parse the header of) ``data``; returns the lazy image, its format, EXIF orientation."""
     _check_size(data, limits)
-    detected = _sniff(data)
+    detected = sniff_format(data)
     if detected is not None and detected not in limits.allowed_formats:
         raise _unsupported(detected, limits)
     formats = sorted(limits.allowed_formats)

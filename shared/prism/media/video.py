@@ -67,6 +67,7 @@ from av.video.stream import VideoStream
 from PIL import Image
 
 from prism.errors import MediaError, PayloadTooLarge
+from prism.media.sniff import sniff_format
 
 __all__ = [
     "DEFAULT_VIDEO_LIMITS",
@@ -188,52 +189,12 @@ def _check_resolution(width: int, height: int, limits: VideoLimits, what: str) -
         )
 
 
-# The demuxer names of the formats _sniff names that FFmpeg can read as videos here: such data
+# The demuxer names of the formats sniff_format names that FFmpeg can read as videos here: such data
 # refused by the whitelist is damaged when its demuxer is allowed, unsupported when it is not.
 _DEMUXER_NAMES = {
     "MP4/QuickTime": frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"}),
     "Matroska/WebM": frozenset({"matroska", "webm"}),
 }
-
-
-def _sniff(data: bytes) -> str | None:
-    """Name of a media format from its magic bytes (only to word the error)."""
-    head = data[:16]
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
-        return "MP4/QuickTime"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "Matroska/WebM"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:4] == b"RIFF":
-        return {b"AVI ": "AVI", b"WEBP": "WebP", b"WAVE": "WAV"}.get(head[8:12], "RIFF")
-    if head.startswith(b"FLV"):
-        return "FLV"
-    if head.startswith(b"OggS"):
-        return "Ogg"
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
-        return "ASF/WMV"
-    if head.startswith(b"\x06\x0e\x2b\x34"):
-        return "MXF"
-    if head.startswith(b".RMF"):
-        return "RealMedia"
-    if head.startswith((b"ID3", b"fLaC")):
-        return "audio"
-    if head.startswith(b"\x00\x00\x01\xba"):
-        return "MPEG program stream"
-    if len(data) > 188 and data[0] == 0x47 and data[188] == 0x47:
-        return "MPEG transport stream"
-    if head.startswith(b"\x89PNG"):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
-        return "a raw elementary stream"
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# opening and header checks
 
 
 def _check_size(data: bytes, limits: VideoLimits) -> None:
@@ -273,7 +234,7 @@ def _opened(data: bytes, limits: VideoLimits) -> Iterator[tuple[InputContainer, 
         # FFmpeg's best guess is a format whose demuxer is not on the whitelist.  When the magic
         # bytes name a format we know, say which; otherwise the guess was made on junk or damaged
         # data (a Matroska header with a flipped byte probes as raw H.263), i.e. invalid data.
-        detected = _sniff(data)
+        detected = sniff_format(data)
         if detected is not None and not _DEMUXER_NAMES.get(detected, frozenset()) & limits.containers:
             raise _unsupported_container(detected, limits) from exc
         allowed = ", ".join(sorted(limits.containers))
