@@ -46,6 +46,7 @@ class SearchOptions:
     price_max: float | None = None
     cursor: str | None = None
     facets: tuple[str, ...] = ()
+    viewed: tuple[str, ...] = ()  # personal context: products the shopper viewed recently
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class SearchCore:
         price_min: object = None,
         price_max: object = None,
         facets: object = None,
+        viewed: object = None,
     ) -> SearchOptions:
         """Validate the common search fields; ``facets=None`` means the configured default facets."""
         if k is None or k == "":
@@ -200,8 +202,25 @@ class SearchCore:
             facet_keys = tuple(facets)
         else:
             raise InvalidInput("facets must be a list of at most 10 attribute names", code="invalid_facets")
+        context: tuple[str, ...] = ()
+        if viewed is not None:
+            if not isinstance(viewed, list) or len(viewed) > self.settings.max_context_ids:
+                raise InvalidInput(
+                    f"viewed must be a list of at most {self.settings.max_context_ids} product ids",
+                    code="invalid_context",
+                )
+            try:
+                context = tuple(dict.fromkeys(validate_product_id(v) for v in viewed))
+            except InvalidInput as exc:
+                raise InvalidInput(f"viewed: {exc.message}", code="invalid_context") from exc
         return SearchOptions(
-            k=kk, filters=flt, price_min=prices[0], price_max=prices[1], cursor=cursor or None, facets=facet_keys
+            k=kk,
+            filters=flt,
+            price_min=prices[0],
+            price_max=prices[1],
+            cursor=cursor or None,
+            facets=facet_keys,
+            viewed=context,
         )
 
     def validate_text(self, text: object) -> str:
@@ -252,7 +271,13 @@ class SearchCore:
     ) -> SearchResult:
         """Page through ``retrieve(limit, filter)`` (best first) with a cursor bound to the query."""
         t0 = start if start is not None else time.perf_counter()
-        fp = self._fingerprint([*fp_parts, sorted(opts.filters.items()), opts.price_min, opts.price_max, opts.k])
+        fp = self._fingerprint(
+            [*fp_parts, sorted(opts.filters.items()), opts.price_min, opts.price_max, opts.k, opts.viewed]
+        )
+        if opts.viewed:
+            # recommend-style: the viewed products bias the ranking and are not offered again
+            retrieve = self._with_context(retrieve, opts)
+            exclude = [*exclude, *opts.viewed]
         offset = self._offset(opts.cursor, fp)
         flt = build_filter(
             opts.filters,
@@ -276,6 +301,38 @@ class SearchCore:
             took_ms=(time.perf_counter() - t0) * 1000,
             facets=facets,
         )
+
+    def _with_context(
+        self, retrieve: Callable[[int, qm.Filter | None], list[Fused]], opts: SearchOptions
+    ) -> Callable[[int, qm.Filter | None], list[Fused]]:
+        """The query's ranking fused with "products like the ones the shopper viewed": the mean of
+        their vectors (Qdrant's recommend with positive examples, average strategy) searched like a
+        query, weighted ``context_weight`` against the query's 1.0 in reciprocal-rank fusion, so
+        it reorders what the query finds rather than replacing it."""
+        names = self.index.dense_names()
+        using = next((n for n in ("shared", "image", "text") if n in names), None)
+        known = self.index.vectors(list(opts.viewed), [using]) if using else {}
+        rows = [v[using] for v in known.values() if using in v]
+        if not rows or using is None:
+            return retrieve  # none of the viewed products is (still) indexed
+        centre = normalized_mean(np.stack(rows))
+        weight = self.settings.context_weight
+
+        def fused(limit: int, flt: qm.Filter | None) -> list[Fused]:
+            pool = max(limit, self.settings.hybrid_pool)
+            base = retrieve(pool, flt)
+            # the query's filters hold for the context list too; the viewed products themselves
+            # are not suggested back by it
+            context_filter = build_filter(
+                opts.filters, price_min=opts.price_min, price_max=opts.price_max, exclude_ids=list(known)
+            )
+            like = self.index.search(using, centre, limit=pool, query_filter=context_filter, with_payload=HIT_FIELDS)
+            matched = {f.product.product_id: f.matched for f in base}
+            lists = {"query": [f.product for f in base], "context": like}
+            ranked = weighted_rrf(lists, {"query": 1.0, "context": weight}, self.settings.rrf_k)
+            return [Fused(f.product, matched.get(f.product.product_id, "context")) for f in ranked[:limit]]
+
+        return fused
 
     def _single(
         self, using: str, query: np.ndarray, matched: str | None = None

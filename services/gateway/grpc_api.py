@@ -23,6 +23,7 @@ def _options(core: SearchCore, o: search_pb2.SearchOptions) -> SearchOptions:
         f.price_min if f.HasField("price_min") else None,
         f.price_max if f.HasField("price_max") else None,
         list(o.facets),  # gRPC callers (ad system, bots) name the facets they want; none by default
+        list(o.viewed) or None,
     )
 
 

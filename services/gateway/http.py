@@ -182,6 +182,8 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
                         if len(data) > settings.max_upload_bytes:
                             raise PayloadTooLarge(f"{kind} exceeds {settings.max_upload_bytes} bytes")
                         fields[f"_{kind}"] = data
+            if isinstance(fields.get("viewed"), str):  # multipart form value: comma-separated ids
+                fields["viewed"] = [v for v in fields["viewed"].split(",") if v]
             if "filters" in fields:
                 try:
                     fields["filters"] = json.loads(fields["filters"])
@@ -212,6 +214,7 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
             fields.get("price_min"),
             fields.get("price_max"),
             facets,
+            fields.get("viewed"),
         )
         image, video = fields.get("_image"), fields.get("_video")
         if isinstance(image, bytes) and isinstance(video, bytes):

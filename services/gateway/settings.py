@@ -60,5 +60,9 @@ class Settings(IndexedServiceSettings):
     cors_origins: tuple[str, ...] = ()
     # Facets are counted over this many top-ranked candidates.
     facet_pool: int = 200
+    # Personal context: the products a shopper viewed recently join the ranking as one more list
+    # (products like them, recommend-style), with this weight against the query's own 1.0.
+    context_weight: float = 0.5
+    max_context_ids: int = 20
     # Weights of the image and text similarity in "similar products".
     similar_image_weight: float = 0.5

@@ -179,7 +179,7 @@ def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
     with start_suite(common=common, index_path=None, http_port=0) as suite:
         report = suite.ingest(catalog, strip=args.strip, only=only)
         print(f"indexed {catalog.name} (strip={args.strip}): {report.summary()}", flush=True)
-        result = evaluate(suite.url, queries, kinds=kinds)
+        result = evaluate(suite.url, queries, kinds=kinds, context=args.context)
     result.update(
         {
             "catalog": str(catalog.root),
@@ -245,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="photo: index photos only; title-photo: title and photo; none: the full product",
     )
     p.add_argument("--kinds", help="comma-separated query kinds (default: all supported)")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="also run text queries with N of their own matches as the shopper's viewed products (held out)",
+    )
     p.add_argument(
         "--unseen",
         action="store_true",

@@ -8,6 +8,7 @@ first grade-2 hit; latency percentiles measured by the client, end to end over H
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -104,10 +105,32 @@ def restrict_queries(queries: Sequence[Query], ids: Collection[str]) -> list[Que
     return out
 
 
-def run_query(client: httpx.Client, q: Query, k: int = 10) -> QueryOutcome:
+def context_queries(queries: Sequence[Query], n: int) -> list[tuple[Query, tuple[str, ...]]]:
+    """Text queries with ``n`` of their own exact matches taken out as the shopper's recently viewed
+    products (chosen by a hash, not by rank) and removed from the relevance they are scored on."""
+    out: list[tuple[Query, tuple[str, ...]]] = []
+    for q in queries:
+        if q.text is None:
+            continue
+        exact = sorted(
+            (pid for pid, g in q.relevant.items() if g >= 2),
+            key=lambda pid: hashlib.sha256(f"{q.qid}\0{pid}".encode()).hexdigest(),
+        )
+        if len(exact) <= n:
+            continue  # nothing left to find once the context is held out
+        viewed = tuple(exact[:n])
+        rest = {pid: g for pid, g in q.relevant.items() if pid not in viewed}
+        out.append((dataclasses.replace(q, relevant=rest), viewed))
+    return out
+
+
+def run_query(client: httpx.Client, q: Query, k: int = 10, viewed: Sequence[str] = ()) -> QueryOutcome:
     t0 = time.perf_counter()
     if q.text is not None:
-        r = client.post("/v1/search", json={"text": q.text, "k": k, "facets": []})
+        body: dict[str, Any] = {"text": q.text, "k": k, "facets": []}
+        if viewed:
+            body["viewed"] = list(viewed)
+        r = client.post("/v1/search", json=body)
     elif q.image is not None:
         r = client.post(
             "/v1/search", files={"image": (q.image.name, q.image.read_bytes())}, data={"k": str(k), "facets": ""}
@@ -127,20 +150,37 @@ def run_query(client: httpx.Client, q: Query, k: int = 10) -> QueryOutcome:
 
 
 def evaluate(
-    base_url: str, queries: Sequence[Query], *, kinds: Sequence[str] | None = None, show_progress: bool = True
+    base_url: str,
+    queries: Sequence[Query],
+    *,
+    kinds: Sequence[str] | None = None,
+    show_progress: bool = True,
+    context: int = 0,
 ) -> dict[str, Any]:
+    """Run every query; with ``context`` > 0 also each text query with that many of its own exact
+    matches as viewed products, scored (kind ``<kind>+context``) and without them (``<kind>-held``)
+    on the relevance that is left: the effect of personal context alone."""
     wanted = [q for q in queries if (kinds is None or q.kind in kinds)]
-    progress = Progress("eval", len(wanted), enabled=show_progress)
+    held = context_queries(wanted, context) if context > 0 else []
+    progress = Progress("eval", len(wanted) + 2 * len(held), enabled=show_progress)
     outcomes: list[QueryOutcome] = []
+    scored: dict[str, Query] = {q.qid: q for q in wanted}
     with httpx.Client(base_url=base_url, timeout=60.0) as client:
         for q in wanted:
             outcomes.append(run_query(client, q))
             progress.update()
+        for q, viewed in held:
+            for suffix, ctx in (("-held", ()), ("+context", viewed)):
+                qid = f"{q.kind}{suffix}-{q.qid.rsplit('-', 1)[-1]}"
+                o = run_query(client, q, viewed=ctx)
+                outcomes.append(dataclasses.replace(o, qid=qid, kind=f"{q.kind}{suffix}"))
+                scored[qid] = q
+                progress.update()
     progress.close()
     failed = [o for o in outcomes if o.error]
     for o in failed[:5]:
         log.warning("eval.query_failed", qid=o.qid, error=o.error)
-    return {"kinds": summarize(outcomes, {q.qid: q for q in wanted})}
+    return {"kinds": summarize(outcomes, scored)}
 
 
 def format_table(result: Mapping[str, Any]) -> str:

@@ -35,3 +35,18 @@ def test_mrr_first_exact_hit() -> None:
     assert reciprocal_rank(["x", "y", "a"], {"a": 2, "x": 1}) == pytest.approx(1 / 3)
     assert reciprocal_rank(["x"], {"a": 2}) == 0.0
     assert dcg([]) == 0.0
+
+
+def test_context_queries_hold_out_viewed_matches() -> None:
+    from prism.catalog import Query
+    from prism.evaluation import context_queries
+
+    qs = [
+        Query(qid="text-en-0001", text="blue", relevant={"a": 2, "b": 2, "c": 2, "d": 1}),
+        Query(qid="text-en-0002", text="red", relevant={"a": 2, "d": 1}),  # too few exact matches
+        Query(qid="image-0001", relevant={"a": 2, "b": 2, "c": 2}),  # not a text query
+    ]
+    [(q, viewed)] = context_queries(qs, 2)
+    assert q.qid == "text-en-0001" and len(viewed) == 2 and set(viewed) <= {"a", "b", "c"}
+    assert not set(viewed) & set(q.relevant) and q.relevant["d"] == 1
+    assert context_queries(qs, 2) == [(q, viewed)]  # deterministic

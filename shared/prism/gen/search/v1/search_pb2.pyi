@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchOptions(_message.Message):
-    __slots__ = ("k", "filters", "cursor", "facets")
+    __slots__ = ("k", "filters", "cursor", "facets", "viewed")
     K_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     FACETS_FIELD_NUMBER: _ClassVar[int]
+    VIEWED_FIELD_NUMBER: _ClassVar[int]
     k: int
     filters: _types_pb2.Filters
     cursor: str
     facets: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, k: _Optional[int] = ..., filters: _Optional[_Union[_types_pb2.Filters, _Mapping]] = ..., cursor: _Optional[str] = ..., facets: _Optional[_Iterable[str]] = ...) -> None: ...
+    viewed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, k: _Optional[int] = ..., filters: _Optional[_Union[_types_pb2.Filters, _Mapping]] = ..., cursor: _Optional[str] = ..., facets: _Optional[_Iterable[str]] = ..., viewed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchTextRequest(_message.Message):
     __slots__ = ("text", "options")
