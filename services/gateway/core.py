@@ -20,7 +20,7 @@ from qdrant_client import models as qm
 
 from prism import tracing
 from prism.catalog import parse_product, validate_product_id
-from prism.encoding import EncoderClient
+from prism.encoding import Encoded, EncoderClient
 from prism.errors import InvalidInput, NotFound, Unavailable
 from prism.fusers import RetrievalWeights
 from prism.index import AnyIndex, ScoredProduct, build_filter
@@ -302,37 +302,64 @@ class SearchCore:
             facets=facets,
         )
 
+    def _blend(
+        self,
+        retrieve: Callable[[int, qm.Filter | None], list[Fused]],
+        using: str,
+        vector: np.ndarray,
+        weight: float,
+        opts: SearchOptions,
+        exclude: Sequence[str] = (),
+        pin: int = 0,
+    ) -> Callable[[int, qm.Filter | None], list[Fused]]:
+        """The query's ranking fused with one more list (``vector`` searched on ``using``), weighted
+        ``weight`` against the query's 1.0 in reciprocal-rank fusion: it reorders what the query
+        finds rather than replacing it; its first ``pin`` hits stay where they are.  Hits keep the
+        query's "matched"."""
+
+        def fused(limit: int, flt: qm.Filter | None) -> list[Fused]:
+            pool = max(limit, self.settings.hybrid_pool)
+            base = retrieve(pool, flt)
+            # the query's filters hold for the extra list too
+            extra_filter = build_filter(
+                opts.filters, price_min=opts.price_min, price_max=opts.price_max, exclude_ids=[*exclude, *opts.viewed]
+            )
+            extra = self.index.search(using, vector, limit=pool, query_filter=extra_filter, with_payload=HIT_FIELDS)
+            matched = {f.product.product_id: f.matched for f in base}
+            pinned = base[:pin]
+            keep = {f.product.product_id for f in pinned}
+            lists = {"query": [f.product for f in base[pin:]], using: [s for s in extra if s.product_id not in keep]}
+            ranked = weighted_rrf(lists, {"query": 1.0, using: weight}, self.settings.rrf_k)
+            rest = [Fused(f.product, matched.get(f.product.product_id, f.matched)) for f in ranked]
+            return [*pinned, *rest][:limit]
+
+        return fused
+
     def _with_context(
         self, retrieve: Callable[[int, qm.Filter | None], list[Fused]], opts: SearchOptions
     ) -> Callable[[int, qm.Filter | None], list[Fused]]:
-        """The query's ranking fused with "products like the ones the shopper viewed": the mean of
-        their vectors (Qdrant's recommend with positive examples, average strategy) searched like a
-        query, weighted ``context_weight`` against the query's 1.0 in reciprocal-rank fusion, so
-        it reorders what the query finds rather than replacing it."""
+        """Personal context: "products like the ones the shopper viewed" -- the mean of their
+        vectors (Qdrant's recommend with positive examples, average strategy) -- blended into the
+        query's ranking with ``context_weight``."""
         names = self.index.dense_names()
         using = next((n for n in ("shared", "image", "text") if n in names), None)
         known = self.index.vectors(list(opts.viewed), [using]) if using else {}
         rows = [v[using] for v in known.values() if using in v]
         if not rows or using is None:
             return retrieve  # none of the viewed products is (still) indexed
-        centre = normalized_mean(np.stack(rows))
-        weight = self.settings.context_weight
+        return self._blend(retrieve, using, normalized_mean(np.stack(rows)), self.settings.context_weight, opts)
 
-        def fused(limit: int, flt: qm.Filter | None) -> list[Fused]:
-            pool = max(limit, self.settings.hybrid_pool)
-            base = retrieve(pool, flt)
-            # the query's filters hold for the context list too; the viewed products themselves
-            # are not suggested back by it
-            context_filter = build_filter(
-                opts.filters, price_min=opts.price_min, price_max=opts.price_max, exclude_ids=list(known)
-            )
-            like = self.index.search(using, centre, limit=pool, query_filter=context_filter, with_payload=HIT_FIELDS)
-            matched = {f.product.product_id: f.matched for f in base}
-            lists = {"query": [f.product for f in base], "context": like}
-            ranked = weighted_rrf(lists, {"query": 1.0, "context": weight}, self.settings.rrf_k)
-            return [Fused(f.product, matched.get(f.product.product_id, "context")) for f in ranked[:limit]]
-
-        return fused
+    def _with_kind(
+        self, retrieve: Callable[[int, qm.Filter | None], list[Fused]], shared: np.ndarray | None, opts: SearchOptions
+    ) -> Callable[[int, qm.Filter | None], list[Fused]]:
+        """A photo or clip query with trained heads: its shared-space vector (what kind of product,
+        which colour) against the products' projected photos, blended under the near-duplicate
+        match so the rest of the page shows the same kind of product."""
+        weight = self.settings.visual_kind_weight
+        if shared is None or weight <= 0 or "image_shared" not in self.index.dense_names():
+            return retrieve
+        # the near-duplicate match (the very product in the photo) keeps the first place
+        return self._blend(retrieve, "image_shared", shared, weight, opts, pin=1)
 
     def _single(
         self, using: str, query: np.ndarray, matched: str | None = None
@@ -452,8 +479,15 @@ class SearchCore:
     def _search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
         t0 = time.perf_counter()
         probe_image(data, self.image_limits)  # refuse bad uploads before they reach the encoder
-        vec = self.image.embed_one_media(data, timeout=self.settings.encoder_timeout_s)
-        return self._run(self._single("image", vec), opts, ["image", hashlib.sha256(data).hexdigest()], start=t0)
+        enc = self._embed_one(self.image, data)
+        retrieve = self._with_kind(self._single("image", enc.native), enc.shared, opts)
+        return self._run(retrieve, opts, ["image", hashlib.sha256(data).hexdigest()], start=t0)
+
+    def _embed_one(self, client: EncoderClient, data: bytes) -> Encoded:
+        [res] = client.embed_media_encoded([data], timeout=self.settings.encoder_timeout_s)
+        if isinstance(res, InvalidInput):
+            raise res
+        return res
 
     def _search_video(self, data: bytes, opts: SearchOptions) -> SearchResult:
         """A clip is pooled into the image encoder's views, so it is matched against product photos
@@ -462,10 +496,11 @@ class SearchCore:
         if self.video is None:
             raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
         probe_video(data, self.video_limits)  # refuse bad uploads before they reach the encoder
-        vec = self.video.embed_one_media(data, timeout=self.settings.encoder_timeout_s)
+        enc = self._embed_one(self.video, data)
+        vec = enc.native
         fp = ["video", hashlib.sha256(data).hexdigest()]
         if "video" not in self.index.dense_names():
-            return self._run(self._single("image", vec), opts, fp, start=t0)
+            return self._run(self._with_kind(self._single("image", vec), enc.shared, opts), opts, fp, start=t0)
         pooled = normalized_mean(vec.reshape(-1, vec.shape[-1]))
         photos, videos = self._single("image", vec), self._single("video", pooled)
 
@@ -480,7 +515,7 @@ class SearchCore:
                         best[f.product.product_id] = f
             return sorted(best.values(), key=lambda f: (-f.product.score, f.product.product_id))[:limit]
 
-        return self._run(retrieve, opts, fp, start=t0)
+        return self._run(self._with_kind(retrieve, enc.shared, opts), opts, fp, start=t0)
 
     def _similar(self, product_id: str, opts: SearchOptions, exclude_same_group: bool = False) -> SearchResult:
         """Products like ``product_id``: image and text similarity combined, queried by id (no vector round trip)."""

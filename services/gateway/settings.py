@@ -63,6 +63,9 @@ class Settings(IndexedServiceSettings):
     # Personal context: the products a shopper viewed recently join the ranking as one more list
     # (products like them, recommend-style), with this weight against the query's own 1.0.
     context_weight: float = 0.5
+    # Photo and video queries with trained heads: weight of "the same kind of product" (the query's
+    # shared-space vector against the products' projected photos) under the near-duplicate match.
+    visual_kind_weight: float = 0.5
     max_context_ids: int = 20
     # Weights of the image and text similarity in "similar products".
     similar_image_weight: float = 0.5
