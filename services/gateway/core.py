@@ -484,7 +484,8 @@ class SearchCore:
         return self._run(retrieve, opts, ["image", hashlib.sha256(data).hexdigest()], start=t0)
 
     def _embed_one(self, client: EncoderClient, data: bytes) -> Encoded:
-        [res] = client.embed_media_encoded([data], timeout=self.settings.encoder_timeout_s)
+        # a shopper's photo or clip: not cached by the encoder, never logged (only size and hash)
+        [res] = client.embed_media_encoded([data], timeout=self.settings.encoder_timeout_s, ephemeral=True)
         if isinstance(res, InvalidInput):
             raise res
         return res

@@ -148,8 +148,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             self._cache.close()
 
     # -- the shared core, also used in-process by benchmarks --------------------------------------
-    def embed_items(self, items: Sequence[RawItem]) -> list[Encoded | PrismError]:
+    def embed_items(self, items: Sequence[RawItem], *, ephemeral: bool = False) -> list[Encoded | PrismError]:
+        """Encode (vector cache first); ``ephemeral`` items (shoppers' query media) bypass the cache."""
         backend = self.backend
+        cache = None if ephemeral else self._cache
         results: list[Encoded | PrismError | None] = [None] * len(items)
         keys: list[str] = []
         shared_keys: list[str] = []
@@ -159,7 +161,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
             if backend.shared is not None:
                 shared_id = f"{backend.model_id}+{backend.shared_id}"
                 shared_keys.append(vector_key(shared_id, (backend.shared_dim,), "shared", content))
-        cached = self._cache.get_many(keys + shared_keys) if self._cache else {}
+        cached = cache.get_many(keys + shared_keys) if cache else {}
         todo: list[int] = []
         prepared: list[P] = []
         hits = 0
@@ -183,8 +185,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
                 fresh.append((keys[i], enc.native))
                 if shared_keys and enc.shared is not None:
                     fresh.append((shared_keys[i], enc.shared))
-            if self._cache is not None:
-                self._cache.put_many(fresh)
+            if cache is not None:
+                cache.put_many(fresh)
         ok = sum(isinstance(r, Encoded) for r in results)
         metrics.ITEMS.labels(self.service, "ok").inc(ok)
         metrics.ITEMS.labels(self.service, "cached").inc(hits)
@@ -229,7 +231,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer, Generic[P]):
     def Embed(self, request: encoder_pb2.EmbedRequest, context: grpc.ServicerContext) -> encoder_pb2.EmbedResponse:  # noqa: N802
         items = self._raw_items(request)
         with tracing.span("encode", service=self.service, items=len(items)):
-            results = self.embed_items(items)
+            results = self.embed_items(items, ephemeral=request.ephemeral)
         if len(results) == 1 and isinstance(results[0], PrismError):
             raise results[0]
         out = encoder_pb2.EmbedResponse(
@@ -337,11 +339,13 @@ class EncoderClient:
         return np.stack(rows) if rows else np.zeros((0, resp.dim), dtype=np.float32)
 
     def embed_media_encoded(
-        self, media: Sequence[bytes | str], timeout: float | None = None
+        self, media: Sequence[bytes | str], timeout: float | None = None, *, ephemeral: bool = False
     ) -> list[Encoded | InvalidInput]:
-        """Per item: its :class:`Encoded` vectors, or the InvalidInput that refused it."""
+        """Per item: its :class:`Encoded` vectors, or the InvalidInput that refused it;
+        ``ephemeral`` for a shopper's query media (never cached by the encoder)."""
         req = encoder_pb2.EmbedRequest(
-            media=[types_pb2.Media(data=m) if isinstance(m, bytes) else types_pb2.Media(object_key=m) for m in media]
+            media=[types_pb2.Media(data=m) if isinstance(m, bytes) else types_pb2.Media(object_key=m) for m in media],
+            ephemeral=ephemeral,
         )
         resp = self._call(self._stub.Embed, req, timeout)
         out: list[Encoded | InvalidInput] = []

@@ -46,3 +46,27 @@ def test_context_is_validated_and_unknown_ids_are_ignored(indexed_suite: object)
     first = _search(url, {"text": "shirt", "k": 5}).json()
     r = _search(url, {"text": "shirt", "k": 5, "cursor": first["next_cursor"], "viewed": [plain[0]["id"]]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_query_photos_and_videos_leave_nothing_behind(indexed_suite: object) -> None:
+    """A shopper's photo or clip is not cached by the encoders (the vector cache does not grow),
+    while a catalog photo embedded for indexing is."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    servicers = indexed_suite.servicers  # type: ignore[attr-defined]
+    caches = {name: servicers[name]._cache for name in ("image-encoder", "video-encoder")}
+    assert all(c is not None for c in caches.values())
+    before = {name: len(c) for name, c in caches.items()}
+    rng = np.random.default_rng(5)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, size=(80, 60, 3), dtype=np.uint8)).save(buf, format="PNG")
+    with httpx.Client(base_url=indexed_suite.url, timeout=60) as c:  # type: ignore[attr-defined]
+        r = c.post("/v1/search", files={"image": ("me.png", buf.getvalue(), "image/png")}, data={"k": "3"})
+        assert r.status_code == 200, r.text
+    assert {name: len(c) for name, c in caches.items()} == before
+    # the same encoder still caches what ingestion sends
+    indexed_suite.gateway.core.image.embed_media([buf.getvalue()])  # type: ignore[attr-defined]
+    assert len(caches["image-encoder"]) == before["image-encoder"] + 1

@@ -26,27 +26,27 @@ _sym_db = _symbol_database.Default()
 from prism.gen.common.v1 import types_pb2 as prism_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprism/encoder/v1/encoder.proto\x12\x10prism.encoder.v1\x1a\x1bprism/common/v1/types.proto\"\x9b\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12%\n\x05media\x18\x02 \x03(\x0b\x32\x16.prism.common.v1.Media\x12-\n\ttext_kind\x18\x03 \x01(\x0e\x32\x1a.prism.encoder.v1.TextKind\x12&\n\x05space\x18\x04 \x01(\x0e\x32\x17.prism.encoder.v1.Space\"\xb0\x01\n\tEmbedding\x12\'\n\x06vector\x18\x01 \x01(\x0b\x32\x17.prism.common.v1.Vector\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1a.prism.common.v1.ItemError\x12&\n\x05views\x18\x03 \x03(\x0b\x32\x17.prism.common.v1.Vector\x12\'\n\x06shared\x18\x04 \x01(\x0b\x32\x17.prism.common.v1.Vector\"\x9b\x01\n\rEmbedResponse\x12/\n\nembeddings\x18\x01 \x03(\x0b\x32\x1b.prism.encoder.v1.Embedding\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12&\n\x05space\x18\x04 \x01(\x0e\x32\x17.prism.encoder.v1.Space\x12\x12\n\nshared_dim\x18\x05 \x01(\x05\"\r\n\x0bInfoRequest\"\x98\x01\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x12\n\nshared_dim\x18\x04 \x01(\x05\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\r\n\x05views\x18\x07 \x01(\x05\x12\x11\n\tshared_id\x18\x08 \x01(\t*Q\n\x08TextKind\x12\x19\n\x15TEXT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_KIND_QUERY\x10\x01\x12\x15\n\x11TEXT_KIND_PASSAGE\x10\x02*B\n\x05Space\x12\x15\n\x11SPACE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPACE_NATIVE\x10\x01\x12\x10\n\x0cSPACE_SHARED\x10\x02\x32\xa1\x01\n\x0e\x45ncoderService\x12H\n\x05\x45mbed\x12\x1e.prism.encoder.v1.EmbedRequest\x1a\x1f.prism.encoder.v1.EmbedResponse\x12\x45\n\x04Info\x12\x1d.prism.encoder.v1.InfoRequest\x1a\x1e.prism.encoder.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprism/encoder/v1/encoder.proto\x12\x10prism.encoder.v1\x1a\x1bprism/common/v1/types.proto\"\xae\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12%\n\x05media\x18\x02 \x03(\x0b\x32\x16.prism.common.v1.Media\x12-\n\ttext_kind\x18\x03 \x01(\x0e\x32\x1a.prism.encoder.v1.TextKind\x12&\n\x05space\x18\x04 \x01(\x0e\x32\x17.prism.encoder.v1.Space\x12\x11\n\tephemeral\x18\x05 \x01(\x08\"\xb0\x01\n\tEmbedding\x12\'\n\x06vector\x18\x01 \x01(\x0b\x32\x17.prism.common.v1.Vector\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1a.prism.common.v1.ItemError\x12&\n\x05views\x18\x03 \x03(\x0b\x32\x17.prism.common.v1.Vector\x12\'\n\x06shared\x18\x04 \x01(\x0b\x32\x17.prism.common.v1.Vector\"\x9b\x01\n\rEmbedResponse\x12/\n\nembeddings\x18\x01 \x03(\x0b\x32\x1b.prism.encoder.v1.Embedding\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12&\n\x05space\x18\x04 \x01(\x0e\x32\x17.prism.encoder.v1.Space\x12\x12\n\nshared_dim\x18\x05 \x01(\x05\"\r\n\x0bInfoRequest\"\x98\x01\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x12\n\nshared_dim\x18\x04 \x01(\x05\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\r\n\x05views\x18\x07 \x01(\x05\x12\x11\n\tshared_id\x18\x08 \x01(\t*Q\n\x08TextKind\x12\x19\n\x15TEXT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_KIND_QUERY\x10\x01\x12\x15\n\x11TEXT_KIND_PASSAGE\x10\x02*B\n\x05Space\x12\x15\n\x11SPACE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPACE_NATIVE\x10\x01\x12\x10\n\x0cSPACE_SHARED\x10\x02\x32\xa1\x01\n\x0e\x45ncoderService\x12H\n\x05\x45mbed\x12\x1e.prism.encoder.v1.EmbedRequest\x1a\x1f.prism.encoder.v1.EmbedResponse\x12\x45\n\x04Info\x12\x1d.prism.encoder.v1.InfoRequest\x1a\x1e.prism.encoder.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prism.encoder.v1.encoder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TEXTKIND']._serialized_start=746
-  _globals['_TEXTKIND']._serialized_end=827
-  _globals['_SPACE']._serialized_start=829
-  _globals['_SPACE']._serialized_end=895
+  _globals['_TEXTKIND']._serialized_start=765
+  _globals['_TEXTKIND']._serialized_end=846
+  _globals['_SPACE']._serialized_start=848
+  _globals['_SPACE']._serialized_end=914
   _globals['_EMBEDREQUEST']._serialized_start=82
-  _globals['_EMBEDREQUEST']._serialized_end=237
-  _globals['_EMBEDDING']._serialized_start=240
-  _globals['_EMBEDDING']._serialized_end=416
-  _globals['_EMBEDRESPONSE']._serialized_start=419
-  _globals['_EMBEDRESPONSE']._serialized_end=574
-  _globals['_INFOREQUEST']._serialized_start=576
-  _globals['_INFOREQUEST']._serialized_end=589
-  _globals['_INFORESPONSE']._serialized_start=592
-  _globals['_INFORESPONSE']._serialized_end=744
-  _globals['_ENCODERSERVICE']._serialized_start=898
-  _globals['_ENCODERSERVICE']._serialized_end=1059
+  _globals['_EMBEDREQUEST']._serialized_end=256
+  _globals['_EMBEDDING']._serialized_start=259
+  _globals['_EMBEDDING']._serialized_end=435
+  _globals['_EMBEDRESPONSE']._serialized_start=438
+  _globals['_EMBEDRESPONSE']._serialized_end=593
+  _globals['_INFOREQUEST']._serialized_start=595
+  _globals['_INFOREQUEST']._serialized_end=608
+  _globals['_INFORESPONSE']._serialized_start=611
+  _globals['_INFORESPONSE']._serialized_end=763
+  _globals['_ENCODERSERVICE']._serialized_start=917
+  _globals['_ENCODERSERVICE']._serialized_end=1078
 # @@protoc_insertion_point(module_scope)

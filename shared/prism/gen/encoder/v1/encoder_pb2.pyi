@@ -27,16 +27,18 @@ SPACE_NATIVE: Space
 SPACE_SHARED: Space
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "media", "text_kind", "space")
+    __slots__ = ("texts", "media", "text_kind", "space", "ephemeral")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     MEDIA_FIELD_NUMBER: _ClassVar[int]
     TEXT_KIND_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     media: _containers.RepeatedCompositeFieldContainer[_types_pb2.Media]
     text_kind: TextKind
     space: Space
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., media: _Optional[_Iterable[_Union[_types_pb2.Media, _Mapping]]] = ..., text_kind: _Optional[_Union[TextKind, str]] = ..., space: _Optional[_Union[Space, str]] = ...) -> None: ...
+    ephemeral: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., media: _Optional[_Iterable[_Union[_types_pb2.Media, _Mapping]]] = ..., text_kind: _Optional[_Union[TextKind, str]] = ..., space: _Optional[_Union[Space, str]] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("vector", "error", "views", "shared")
