@@ -119,21 +119,22 @@ def _content_type(name: str) -> str:
 def upload_product(store: ObjectStore, catalog: Catalog, product: Product, run: str) -> dict[str, Any]:
     """Upload a product's media and its record; returns the S3 event record of the record."""
     used: set[str] = set()
-    keys: list[str] = []
-    for rel in product.images:
-        key = _media_key(product.id, rel, used)
-        keys.append(key)
-        try:
-            data = catalog.media_path(rel).read_bytes()
-        except (OSError, InvalidInput):
-            continue  # the record still names it: the worker reports the product with the reason
-        try:
-            same = store.stat(key).etag == hashlib.md5(data).hexdigest()  # noqa: S324 - S3 etag
-        except NotFound:
-            same = False
-        if not same:
-            store.put(key, data, _content_type(key))
-    record = {**product.to_record(), "images": keys}
+    keys: dict[str, list[str]] = {"images": [], "videos": []}
+    for kind, rels in (("images", product.images), ("videos", product.videos)):
+        for rel in rels:
+            key = _media_key(product.id, rel, used)
+            keys[kind].append(key)
+            try:
+                data = catalog.media_path(rel).read_bytes()
+            except (OSError, InvalidInput):
+                continue  # the record still names it: the worker reports the product with the reason
+            try:
+                same = store.stat(key).etag == hashlib.md5(data).hexdigest()  # noqa: S324 - S3 etag
+            except NotFound:
+                same = False
+            if not same:
+                store.put(key, data, _content_type(key))
+    record = {**product.to_record(), **keys}
     info = store.put(
         f"products/{product.id}.json",
         json.dumps(record, ensure_ascii=False, sort_keys=True).encode(),
