@@ -144,31 +144,3 @@ def test_products_with_videos_are_indexed_and_found_by_their_video(
         assert r.status_code == 200, r.text
         hits = r.json()["hits"]
         assert hits[0]["id"] == products[0].id and hits[0]["matched"] == "video", hits
-
-
-def test_product_videos_go_through_the_event_driven_path(
-    common_settings: object, myntra_slice: Path, tmp_path: Path
-) -> None:
-    """The same, through the Celery tasks (in-memory transport, real worker thread, folder store):
-    the uploader carries the videos, the worker fetches and encodes them."""
-    from prism.embedded import start_suite
-
-    src = Catalog.open(myntra_slice)
-    products = list(src.products())[:6]
-    cat = tmp_path / "catalog"
-    (cat / "videos").mkdir(parents=True)
-    (cat / "images").mkdir()
-    lines = []
-    for p in products:
-        with Image.open(src.media_path(p.images[0])) as im:
-            photo = im.convert("RGB")
-        (cat / "videos" / f"{p.id}.mp4").write_bytes(mp4_of(synthesize_clip(photo, np.random.default_rng(4))))
-        photo.save(cat / "images" / f"{p.id}.jpg")
-        rec = {**p.to_record(), "images": [f"images/{p.id}.jpg"], "videos": [f"videos/{p.id}.mp4"]}
-        lines.append(json.dumps(rec))
-    (cat / "products.jsonl").write_text("\n".join(lines) + "\n")
-    with start_suite(common=common_settings, index_path=None, http_port=0) as suite:  # type: ignore[arg-type]
-        report = suite.submit(Catalog.open(cat), store_root=tmp_path / "store", show_progress=False)
-        assert report.summary()["indexed"] == len(products), report.summary()
-        got = suite.gateway.core.index.vectors([p.id for p in products], ["video", "image"])
-        assert all(set(v) == {"video", "image"} for v in got.values()) and len(got) == len(products)
