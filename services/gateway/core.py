@@ -537,11 +537,15 @@ class SearchCore:
         # the mean image vector (and the trained shared vector: colour and type) carries; MaxSim
         # rescoring is for finding the very product in a photo.
         has = set(payload.get("vectors") or ())
+        wanted = self.similar_weights()
         lexical = self.lexical
-        mlt = lexical.more_like_this(parse_product(payload)) if lexical is not None and "lexical" in has else {}
+        mlt: dict[str, float] = {}
+        if wanted.get("more_like_this", 0) > 0 and lexical is not None and "lexical" in has:
+            # only when weighted: building the query parses the product and scores its terms
+            mlt = lexical.more_like_this(parse_product(payload))
         if mlt:
             has.add("more_like_this")
-        weights = {n: w for n, w in self.similar_weights().items() if n in has and w > 0}
+        weights = {n: w for n, w in wanted.items() if n in has and w > 0}
         if not weights:  # the product lacks every weighted vector: use whichever dense one it has
             weights = {n: 1.0 for n in ("shared", "image", "text") if n in has}
         lists = {

@@ -177,17 +177,11 @@ class FusionCore:
         if "shared" not in self.layout.dims:
             present = [m for m in MODALITIES if m in vectors]
             return vectors, {m: 1.0 / len(present) for m in present}
-        # text vectors are already in the shared space (it is the text encoder's); media via heads
-        # what the camera saw: photos and product videos together (both through the image head)
+        # Text vectors are already in the shared space (it is the text encoder's); the "image" side is
+        # what the camera saw: photos and product videos together (both through the image head).
         visual = [vectors[n] for n in ("image_shared", "video_shared") if n in vectors]
-        if visual:
-            vectors["visual_shared"] = normalized_mean(np.stack(visual))
-        inputs = {
-            m: vectors[name]
-            for m in self.fuser.modalities
-            if (name := "text" if m == "text" else "visual_shared") in vectors
-        }
-        vectors.pop("visual_shared", None)
+        sides = {"text": vectors.get("text"), "image": normalized_mean(np.stack(visual)) if visual else None}
+        inputs = {m: v for m in self.fuser.modalities if (v := sides.get(m)) is not None}
         if not inputs:
             return vectors, {}
         fused, weights = fuse_one(self.fuser, inputs, text_chars)

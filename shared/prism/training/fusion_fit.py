@@ -223,7 +223,7 @@ def fit_length_gate(sets: Sequence[FusionSet], modes: Sequence[str]) -> tuple[Le
 def similar_ndcg(s: FusionSet, fuser: Fuser, mode: str, weights: Mapping[str, float], max_anchors: int = 300) -> float:
     """nDCG@10 of "more like this" for products of ``s`` as anchors (grade 2: same phrase, 1: same
     type), ranking the others by the weighted sum of cosine similarities of the named vectors."""
-    key = f"similar/{mode}"
+    key = f"similar/{mode}/{fuser!r}"  # the fused similarities depend on the fuser too
     if key not in s._memo:
         view = MODES[mode]
         sims = {"shared": (f := fused_vectors(fuser, s, mode)) @ f.T, "image": s.native @ s.native.T}
