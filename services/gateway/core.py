@@ -11,8 +11,8 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -33,6 +33,9 @@ from prism.vectors import normalized_mean
 from .ranking import Fused, weighted_rrf
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from prism.models.reranker import Reranker
+
 log = structlog.get_logger(__name__)
 
 HIT_FIELDS = ["product_id", "title", "images", "attributes", "fusion_weights"]
@@ -47,6 +50,7 @@ class SearchOptions:
     cursor: str | None = None
     facets: tuple[str, ...] = ()
     viewed: tuple[str, ...] = ()  # personal context: products the shopper viewed recently
+    rerank: bool | None = None  # None: the server's default
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,33 @@ class SearchResult:
     took_ms: float
     reranked: bool = False
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
+    rerank_skipped: str = ""  # why an asked-for rerank did not happen ("latency_budget", "no_model")
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "hits": [h.to_json() for h in self.hits],
             "facets": self.facets,
             "next_cursor": self.next_cursor,
             "took_ms": round(self.took_ms, 2),
             "reranked": self.reranked,
         }
+        if self.rerank_skipped:
+            out["rerank_skipped"] = self.rerank_skipped
+        return out
+
+
+@dataclass
+class RerankNote:
+    """What reranking did for one search (filled in while the ranking is retrieved)."""
+
+    reranked: bool = False
+    skipped: str = ""
+
+
+def rerank_passage(payload: Mapping[str, Any]) -> str:
+    from prism.models.reranker import passage
+
+    return passage(str(payload.get("title") or ""), payload.get("attributes") or {})
 
 
 def count_facets(found: Sequence[ScoredProduct], keys: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -124,6 +146,8 @@ class SearchCore:
         self.retrieval: RetrievalWeights | None = None
         # Where products ingested through the S3 path keep their photos (PRISM_STORE_*, when set).
         self.store: ObjectStore | None = None
+        # The trained cross-encoder for text queries (loaded at warm-up from the models folder).
+        self.reranker: Reranker | None = None
         self._stats_checked = time.monotonic()
         self._stats_mtime = self._lexical_mtime()
         self._reload_lock = threading.Lock()
@@ -165,6 +189,7 @@ class SearchCore:
         price_max: object = None,
         facets: object = None,
         viewed: object = None,
+        rerank: object = None,
     ) -> SearchOptions:
         """Validate the common search fields; ``facets=None`` means the configured default facets."""
         if k is None or k == "":
@@ -213,6 +238,10 @@ class SearchCore:
                 context = tuple(dict.fromkeys(validate_product_id(v) for v in viewed))
             except InvalidInput as exc:
                 raise InvalidInput(f"viewed: {exc.message}", code="invalid_context") from exc
+        if rerank is not None and rerank != "" and not isinstance(rerank, bool):
+            if str(rerank).lower() not in ("true", "false", "1", "0"):
+                raise InvalidInput("rerank must be true or false", code="invalid_rerank")
+            rerank = str(rerank).lower() in ("true", "1")
         return SearchOptions(
             k=kk,
             filters=flt,
@@ -221,6 +250,7 @@ class SearchCore:
             cursor=cursor or None,
             facets=facet_keys,
             viewed=context,
+            rerank=rerank if isinstance(rerank, bool) else None,
         )
 
     def validate_text(self, text: object) -> str:
@@ -334,6 +364,57 @@ class SearchCore:
             return [*pinned, *rest][:limit]
 
         return fused
+
+    def wants_rerank(self, opts: SearchOptions) -> bool:
+        if opts.rerank is not None:
+            return opts.rerank
+        mode = self.settings.rerank
+        return mode == "on" or (mode == "auto" and self.reranker is not None and self.reranker.enabled_by_default)
+
+    def _with_rerank(
+        self, retrieve: Callable[[int, qm.Filter | None], list[Fused]], query: str, note: RerankNote, t0: float
+    ) -> Callable[[int, qm.Filter | None], list[Fused]]:
+        """The head of the ranking reordered by the cross-encoder, reading the query with each
+        product's attributes, title and photo (its shared-space vector).  Skipped when the search
+        would overrun ``rerank_budget_ms``; hits keep the first stage's scores, in the new order,
+        so scores stay comparable down the page."""
+        reranker = self.reranker
+        if reranker is None:
+            note.skipped = "no_model"
+            return retrieve
+        head_n = self.settings.rerank_head
+
+        def reranked(limit: int, flt: qm.Filter | None) -> list[Fused]:
+            found = retrieve(max(limit, head_n), flt)
+            head = found[:head_n]
+            if len(head) < 2:
+                return found[:limit]
+            elapsed_ms = (time.perf_counter() - t0) * 1000
+            if elapsed_ms + reranker.estimate_ms(len(head)) > self.settings.rerank_budget_ms:
+                note.skipped = "latency_budget"
+                return found[:limit]
+            ids = [f.product.product_id for f in head]
+            dim = reranker.config.image_dim
+            images = np.zeros((len(head), max(dim, 1)), dtype=np.float32)
+            has = np.zeros(len(head), dtype=bool)
+            if dim and "image_shared" in self.index.dense_names():
+                stored = self.index.vectors(ids, ["image_shared"])
+                for i, pid in enumerate(ids):
+                    vec = stored.get(pid, {}).get("image_shared")
+                    if vec is not None and vec.shape[-1] == dim:
+                        images[i], has[i] = vec.reshape(-1)[:dim], True
+            with tracing.span("rerank", pairs=len(head)):
+                scores = reranker.score(query, [rerank_passage(f.product.payload) for f in head], images, has)
+            order = np.argsort(-scores, kind="stable")
+            kept_scores = [f.product.score for f in head]
+            new_head = [
+                Fused(replace(head[int(i)].product, score=kept_scores[rank]), head[int(i)].matched)
+                for rank, i in enumerate(order)
+            ]
+            note.reranked = True
+            return [*new_head, *found[head_n:]][:limit]
+
+        return reranked
 
     def _with_context(
         self, retrieve: Callable[[int, qm.Filter | None], list[Fused]], opts: SearchOptions
@@ -456,11 +537,16 @@ class SearchCore:
         weights = {n: w for n, w in weights.items() if w > 0}
         if not weights:
             raise Unavailable("no retrieval list is configured for text queries")
+        note = RerankNote()
+        rerank = self.wants_rerank(opts)
         if len(weights) == 1 and "lexical" not in weights:
-            return self._run(self._single(next(iter(weights)), vec), opts, ["text", q], start=t0)
+            single = self._single(next(iter(weights)), vec)
+            if rerank:
+                single = self._with_rerank(single, dense_text, note, t0)
+            return self._noted(self._run(single, opts, ["text", q, rerank], start=t0), note)
         sparse = lexical.encode_query(translation.weighted_terms()) if lexical and translation else None
 
-        def retrieve(limit: int, flt: qm.Filter | None) -> list[Fused]:
+        def first_stage(limit: int, flt: qm.Filter | None) -> list[Fused]:
             pool = max(limit, self.settings.hybrid_pool)
             lists = {
                 name: self.index.search(
@@ -474,7 +560,13 @@ class SearchCore:
             }
             return weighted_rrf(lists, weights, rrf_k)[:limit]
 
-        return self._run(retrieve, opts, ["text", q], start=t0)
+        retrieve = self._with_rerank(first_stage, dense_text, note, t0) if rerank else first_stage
+        return self._noted(self._run(retrieve, opts, ["text", q, rerank], start=t0), note)
+
+    @staticmethod
+    def _noted(result: SearchResult, note: RerankNote) -> SearchResult:
+        result.reranked, result.rerank_skipped = note.reranked, note.skipped
+        return result
 
     def _search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
         t0 = time.perf_counter()

@@ -24,11 +24,14 @@ def _options(core: SearchCore, o: search_pb2.SearchOptions) -> SearchOptions:
         f.price_max if f.HasField("price_max") else None,
         list(o.facets),  # gRPC callers (ad system, bots) name the facets they want; none by default
         list(o.viewed) or None,
+        o.rerank if o.HasField("rerank") else None,
     )
 
 
 def _response(r: SearchResult) -> search_pb2.SearchResponse:
-    out = search_pb2.SearchResponse(next_cursor=r.next_cursor or "", took_ms=r.took_ms, reranked=r.reranked)
+    out = search_pb2.SearchResponse(
+        next_cursor=r.next_cursor or "", took_ms=r.took_ms, reranked=r.reranked, rerank_skipped=r.rerank_skipped
+    )
     for h in r.hits:
         out.hits.append(search_pb2.Hit(id=h.id, title=h.title, score=h.score, image_url=h.image_url, matched=h.matched))
     for name, counts in r.facets.items():

@@ -215,6 +215,7 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
             fields.get("price_max"),
             facets,
             fields.get("viewed"),
+            fields.get("rerank"),
         )
         image, video = fields.get("_image"), fields.get("_video")
         if isinstance(image, bytes) and isinstance(video, bytes):

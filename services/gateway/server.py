@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -22,6 +22,9 @@ from .core import SearchCore
 from .grpc_api import SearchServicer
 from .http import create_app
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from prism.models.reranker import Reranker
 
 SERVICE_NAME = "gateway"
 
@@ -77,6 +80,15 @@ def load_retrieval_weights(common: CommonSettings) -> RetrievalWeights | None:
     return load_retrieval(resolve_version(common.models_dir))
 
 
+def load_reranker_model(common: CommonSettings) -> Reranker | None:
+    """The cross-encoder ``prism train`` wrote into the models folder in use, if any."""
+    if common.models_dir is None or common.clip_checkpoint is not None:
+        return None
+    from prism.models.reranker import load_reranker
+
+    return load_reranker(common.models_dir, common.cache_dir)
+
+
 def build_gateway(settings: Settings, index: AnyIndex | None = None, common: CommonSettings | None = None) -> Gateway:
     index = index or open_index(settings.index_settings())
     text = EncoderClient(settings.text_encoder_address, timeout_s=settings.encoder_timeout_s)
@@ -106,7 +118,15 @@ def build_gateway(settings: Settings, index: AnyIndex | None = None, common: Com
         settings,
     )
     ready = threading.Event()
-    service.warmup = ready.set
+    models = common or CommonSettings()
+
+    def warm() -> None:
+        # the cross-encoder loads before the gateway reports SERVING (~10 s: the base text model)
+        if settings.rerank != "off":
+            core.reranker = load_reranker_model(models)
+        ready.set()
+
+    service.warmup = warm
     app = create_app(core, ready=ready.is_set)
     if settings.events_broker_url:
         app.state.event_sink = event_forwarder(settings)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
@@ -69,3 +70,10 @@ class Settings(IndexedServiceSettings):
     max_context_ids: int = 20
     # Weights of the image and text similarity in "similar products".
     similar_image_weight: float = 0.5
+    # Reranking text queries with the cross-encoder ``prism train`` wrote into the models folder:
+    # "auto" = on when training found it beats the first stage on held-out products; "on"/"off"
+    # force it (a request may still ask either way with its ``rerank`` field).
+    rerank: Literal["auto", "on", "off"] = "auto"
+    rerank_head: int = 20  # the top of the first-stage ranking that is reranked
+    # Skip reranking (the response says so) when the search would overrun this many milliseconds.
+    rerank_budget_ms: float = 300.0

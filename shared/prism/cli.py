@@ -179,9 +179,10 @@ def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
     with start_suite(common=common, index_path=None, http_port=0) as suite:
         report = suite.ingest(catalog, strip=args.strip, only=only)
         print(f"indexed {catalog.name} (strip={args.strip}): {report.summary()}", flush=True)
-        result = evaluate(suite.url, queries, kinds=kinds, context=args.context)
+        result = evaluate(suite.url, queries, kinds=kinds, context=args.context, rerank=args.rerank)
     result.update(
         {
+            "rerank": args.rerank,
             "catalog": str(catalog.root),
             "queries": str(args.queries),
             "strip": args.strip,
@@ -255,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--unseen",
         action="store_true",
         help="index and score only the products the models never trained on (prism train --test-fraction)",
+    )
+    p.add_argument(
+        "--rerank",
+        choices=("server", "on", "off", "both"),
+        default="server",
+        help="text queries with the reranker as the server decides, forced on or off, or both "
+        "(each text kind twice: without, and as <kind>+rerank with)",
     )
     p.set_defaults(fn=cmd_eval)
 

@@ -45,6 +45,7 @@ class SearchPage:
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
     took_ms: float = 0.0
     reranked: bool = False
+    rerank_skipped: str = ""  # why an asked-for rerank did not happen
 
     @property
     def ids(self) -> list[str]:
@@ -99,12 +100,22 @@ class GatewayClient:
             facets={k: dict(v) for k, v in (data.get("facets") or {}).items()},
             took_ms=float(data.get("took_ms", 0.0)),
             reranked=bool(data.get("reranked", False)),
+            rerank_skipped=str(data.get("rerank_skipped", "")),
         )
 
     def search_text(
-        self, text: str, *, k: int = 20, filters: Filters | None = None, cursor: str | None = None
+        self,
+        text: str,
+        *,
+        k: int = 20,
+        filters: Filters | None = None,
+        cursor: str | None = None,
+        rerank: bool | None = None,
     ) -> SearchPage:
+        """``rerank``: None leaves it to the server's default."""
         body: dict[str, Any] = {"text": text, "k": k}
+        if rerank is not None:
+            body["rerank"] = rerank
         if filters:
             body["filters"] = {key: list(v) for key, v in filters.items()}
         if cursor:
@@ -159,14 +170,19 @@ class GrpcGatewayClient:
             raise _GRPC_ERRORS.get(status, PrismError)(details) from exc
 
     @staticmethod
-    def _options(k: int, filters: Filters | None, cursor: str | None) -> search_pb2.SearchOptions:
-        return search_pb2.SearchOptions(
+    def _options(
+        k: int, filters: Filters | None, cursor: str | None, rerank: bool | None = None
+    ) -> search_pb2.SearchOptions:
+        opts = search_pb2.SearchOptions(
             k=k,
             cursor=cursor or "",
             filters=types_pb2.Filters(
                 any_of={key: types_pb2.StringList(values=list(v)) for key, v in (filters or {}).items()}
             ),
         )
+        if rerank is not None:
+            opts.rerank = rerank
+        return opts
 
     @staticmethod
     def _page(r: search_pb2.SearchResponse) -> SearchPage:
@@ -176,12 +192,19 @@ class GrpcGatewayClient:
             facets={k: dict(v.counts) for k, v in r.facets.items()},
             took_ms=float(r.took_ms),
             reranked=bool(r.reranked),
+            rerank_skipped=r.rerank_skipped,
         )
 
     def search_text(
-        self, text: str, *, k: int = 20, filters: Filters | None = None, cursor: str | None = None
+        self,
+        text: str,
+        *,
+        k: int = 20,
+        filters: Filters | None = None,
+        cursor: str | None = None,
+        rerank: bool | None = None,
     ) -> SearchPage:
-        req = search_pb2.SearchTextRequest(text=text, options=self._options(k, filters, cursor))
+        req = search_pb2.SearchTextRequest(text=text, options=self._options(k, filters, cursor, rerank))
         return self._page(self._call(self._stub.SearchText, req))
 
     def search_image(self, image: bytes, *, k: int = 20, filters: Filters | None = None) -> SearchPage:

@@ -124,12 +124,16 @@ def context_queries(queries: Sequence[Query], n: int) -> list[tuple[Query, tuple
     return out
 
 
-def run_query(client: httpx.Client, q: Query, k: int = 10, viewed: Sequence[str] = ()) -> QueryOutcome:
+def run_query(
+    client: httpx.Client, q: Query, k: int = 10, viewed: Sequence[str] = (), rerank: bool | None = None
+) -> QueryOutcome:
     t0 = time.perf_counter()
     if q.text is not None:
         body: dict[str, Any] = {"text": q.text, "k": k, "facets": []}
         if viewed:
             body["viewed"] = list(viewed)
+        if rerank is not None:
+            body["rerank"] = rerank
         r = client.post("/v1/search", json=body)
     elif q.image is not None:
         r = client.post(
@@ -156,23 +160,37 @@ def evaluate(
     kinds: Sequence[str] | None = None,
     show_progress: bool = True,
     context: int = 0,
+    rerank: str = "server",
 ) -> dict[str, Any]:
     """Run every query; with ``context`` > 0 also each text query with that many of its own exact
     matches as viewed products, scored (kind ``<kind>+context``) and without them (``<kind>-held``)
-    on the relevance that is left: the effect of personal context alone."""
+    on the relevance that is left: the effect of personal context alone.
+
+    ``rerank``: "server" leaves it to the gateway's default, "on"/"off" force it on text queries,
+    "both" runs each text query without and again with it (kind ``<kind>+rerank``)."""
+    if rerank not in ("server", "on", "off", "both"):
+        raise ValueError(f"rerank must be server, on, off or both, got {rerank!r}")
+    forced = {"on": True, "off": False, "both": False}.get(rerank)
     wanted = [q for q in queries if (kinds is None or q.kind in kinds)]
     held = context_queries(wanted, context) if context > 0 else []
-    progress = Progress("eval", len(wanted) + 2 * len(held), enabled=show_progress)
+    again = [q for q in wanted if q.text is not None] if rerank == "both" else []
+    progress = Progress("eval", len(wanted) + len(again) + 2 * len(held), enabled=show_progress)
     outcomes: list[QueryOutcome] = []
     scored: dict[str, Query] = {q.qid: q for q in wanted}
     with httpx.Client(base_url=base_url, timeout=60.0) as client:
         for q in wanted:
-            outcomes.append(run_query(client, q))
+            outcomes.append(run_query(client, q, rerank=forced if q.text is not None else None))
+            progress.update()
+        for q in again:
+            qid = f"{q.kind}+rerank-{q.qid.rsplit('-', 1)[-1]}"
+            o = run_query(client, q, rerank=True)
+            outcomes.append(dataclasses.replace(o, qid=qid, kind=f"{q.kind}+rerank"))
+            scored[qid] = q
             progress.update()
         for q, viewed in held:
             for suffix, ctx in (("-held", ()), ("+context", viewed)):
                 qid = f"{q.kind}{suffix}-{q.qid.rsplit('-', 1)[-1]}"
-                o = run_query(client, q, viewed=ctx)
+                o = run_query(client, q, viewed=ctx, rerank=forced)
                 outcomes.append(dataclasses.replace(o, qid=qid, kind=f"{q.kind}{suffix}"))
                 scored[qid] = q
                 progress.update()

@@ -57,6 +57,13 @@ def test_text_search_shape_pagination_and_filters(http: httpx.Client) -> None:
         assert http.get(f"/v1/products/{h['id']}").json()["attributes"]["colour"] == "Blue"
 
 
+def test_rerank_asked_for_without_a_trained_model_says_so(http: httpx.Client) -> None:
+    body = http.post("/v1/search", json={"text": "blue t-shirt for men", "k": 5, "rerank": True}).json()
+    assert body["reranked"] is False and body["rerank_skipped"] == "no_model" and len(body["hits"]) == 5
+    plain = http.post("/v1/search", json={"text": "blue t-shirt for men", "k": 5}).json()
+    assert "rerank_skipped" not in plain and [h["id"] for h in plain["hits"]] == [h["id"] for h in body["hits"]]
+
+
 def test_photo_search_multipart_and_base64_find_the_product(http: httpx.Client, myntra_slice: Path) -> None:
     p = _first_product(myntra_slice)
     data = (myntra_slice / p["images"][0]).read_bytes()
@@ -111,6 +118,7 @@ def test_odd_but_valid_photos_are_searched(http: httpx.Client, name: str) -> Non
         ({"json": {"text": 42}}, 400, "invalid_query"),
         ({"json": {"k": 3}}, 400, "empty_query"),
         ({"json": {"text": "dress", "filters": {"colour; DROP TABLE": "x"}}}, 400, "invalid_filter"),
+        ({"json": {"text": "dress", "rerank": "perhaps"}}, 400, "invalid_rerank"),
         ({"json": {"image_base64": "!!!not base64!!!"}}, 400, "invalid_base64"),
         ({"content": b"text=dress", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
     ],

@@ -59,6 +59,8 @@ def _args(catalog: Path, out: Path, cache_dir: Path) -> list[str]:
         str(cache_dir),
         "--video-clips",
         "40",
+        "--rerank-epochs",
+        "1",
         "--quiet",
     ]
 
@@ -85,6 +87,8 @@ def test_trains_and_writes_manifest_and_model_card(trained: tuple[Path, float]) 
         "model_card.png",
         "video_pool.safetensors",
         "video_pool.json",
+        "reranker.safetensors",
+        "reranker.json",
     ):
         assert (version / name).is_file(), name
     assert (version / "model_card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -102,6 +106,11 @@ def test_trains_and_writes_manifest_and_model_card(trained: tuple[Path, float]) 
     assert video["clips"]["train"] == 40 and video["kept"] in ("attention", "mean")
     r1 = video["val_recall@1"]
     assert r1["attention_pooling"] >= r1["mean_pooling"]  # never worse than the mean: kept only if better
+    reranker = manifest["reranker"]
+    assert reranker["config"]["layers"] >= 1 and reranker["config"]["image_dim"] == 384
+    assert reranker["kept_epoch"] in (0, 1) and isinstance(reranker["enabled_by_default"], bool)
+    # on by default only if it beat the first stage on validation products it did not train on
+    assert reranker["enabled_by_default"] == (reranker["val_reranked_ndcg@10"] > reranker["val_first_stage_ndcg@10"])
     card = json.loads((version / "model_card.json").read_text())
     assert [h["epoch"] for h in card["history"]] == [1, 2]
     assert card["selected_epoch"] in (1, 2)
@@ -250,3 +259,60 @@ def test_suite_serves_the_trained_heads_and_fusion(
             present = np.ones((1, 2), dtype=bool)
             expected_w = fuser.weights_many(present, chars)[0, list(fuser.modalities).index("text")]
             assert w["text"] == pytest.approx(float(expected_w), abs=1e-3)
+
+
+def test_gateway_reranks_text_queries_with_the_trained_cross_encoder(
+    trained_split: Path, small_catalog: Path, common_settings: object
+) -> None:
+    """The gateway loads the reranker at warm-up; a text query may ask for it (or not); it only
+    reorders the head of the first stage; over the latency budget it is skipped and says so."""
+    import httpx
+
+    from prism.client import GrpcGatewayClient
+    from prism.embedded import start_suite
+    from prism.settings import CommonSettings
+
+    assert isinstance(common_settings, CommonSettings)
+    common = common_settings.model_copy(update={"models_dir": trained_split})
+    catalog = Catalog.open(small_catalog)
+    with start_suite(common=common, index_path=None, http_port=0) as suite:
+        core = suite.gateway.core
+        assert core.reranker is not None and core.reranker.config.layers >= 1
+        suite.ingest(catalog, limit=120, show_progress=False)
+        head = core.settings.rerank_head
+        with httpx.Client(base_url=suite.url, timeout=60) as client:
+
+            def search(**extra: object) -> dict[str, object]:
+                r = client.post("/v1/search", json={"text": "blue tshirts", "k": head, "facets": [], **extra})
+                assert r.status_code == 200, r.text
+                return dict(r.json())
+
+            plain, reranked = search(rerank=False), search(rerank=True)
+            assert plain["reranked"] is False and reranked["reranked"] is True
+            ids = [h["id"] for h in plain["hits"]]  # type: ignore[attr-defined]
+            new = [h["id"] for h in reranked["hits"]]  # type: ignore[attr-defined]
+            assert sorted(ids) == sorted(new)  # the same head, reordered
+            scores = [h["score"] for h in reranked["hits"]]  # type: ignore[attr-defined]
+            assert scores == sorted(scores, reverse=True)  # scores stay monotone down the page
+            again = search(rerank=True)
+            assert [h["id"] for h in again["hits"]] == new  # type: ignore[attr-defined]  # deterministic
+            # pagination with a cursor walks the reranked order
+            first = search(rerank=True, k=5)
+            second = search(rerank=True, k=5, cursor=first["next_cursor"])
+            walked = [h["id"] for h in first["hits"]] + [h["id"] for h in second["hits"]]  # type: ignore[attr-defined]
+            assert walked == new[:10]
+            r = client.post("/v1/search", json={"text": "blue tshirts", "rerank": "maybe"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_rerank"
+            # over the latency budget: skipped, and the response says why
+            settings = core.settings
+            core.settings = settings.model_copy(update={"rerank_budget_ms": 0.001})
+            try:
+                over = search(rerank=True)
+            finally:
+                core.settings = settings
+            assert over["reranked"] is False and over["rerank_skipped"] == "latency_budget"
+            assert [h["id"] for h in over["hits"]] == ids  # type: ignore[attr-defined]
+        with GrpcGatewayClient(suite.gateway.grpc.address) as grpc_client:
+            page = grpc_client.search_text("blue tshirts", k=head, rerank=True)
+            assert page.reranked and page.ids == new
+            assert not grpc_client.search_text("blue tshirts", k=head, rerank=False).reranked

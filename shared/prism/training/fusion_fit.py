@@ -155,19 +155,14 @@ def bm25_scores(products: Sequence[Product], query_texts: Sequence[str]) -> npt.
     return out
 
 
-def rrf_ndcg(
-    lists: Mapping[str, npt.NDArray[np.float32]],
-    weights: Mapping[str, float],
-    ids: Sequence[str],
-    rels: Sequence[Mapping[str, int]],
-    rrf_k: int = RRF_K,
-) -> float:
-    """nDCG@10 of weighted reciprocal-rank fusion of score matrices (each cut to its top ``POOL``,
-    and a list gives no rank to a product it scores 0: BM25 without a matching term)."""
-    n_q = len(rels)
-    if not n_q:
-        return 0.0
-    fused = np.zeros((n_q, len(ids)), dtype=np.float64)
+def rrf_scores(
+    lists: Mapping[str, npt.NDArray[np.float32]], weights: Mapping[str, float], rrf_k: int = RRF_K
+) -> npt.NDArray[np.float32]:
+    """``(queries, products)`` weighted reciprocal-rank fusion of score matrices (each cut to its top
+    ``POOL``, and a list gives no rank to a product it scores 0: BM25 without a matching term)."""
+    first = next(iter(lists.values()))
+    n_q, n = first.shape
+    fused = np.zeros((n_q, n), dtype=np.float64)
     for name, scores in lists.items():
         w = float(weights.get(name, 0.0))
         if w <= 0:
@@ -177,7 +172,20 @@ def rrf_ndcg(
             row = top[qi]
             row = row[scores[qi, row] > 0] if name == "lexical" else row
             fused[qi, row] += w / (rrf_k + np.arange(1, len(row) + 1))
-    order = _top(fused.astype(np.float32), 10)
+    return fused.astype(np.float32)
+
+
+def rrf_ndcg(
+    lists: Mapping[str, npt.NDArray[np.float32]],
+    weights: Mapping[str, float],
+    ids: Sequence[str],
+    rels: Sequence[Mapping[str, int]],
+    rrf_k: int = RRF_K,
+) -> float:
+    """nDCG@10 of :func:`rrf_scores`."""
+    if not len(rels):
+        return 0.0
+    order = _top(rrf_scores(lists, weights, rrf_k), 10)
     return float(np.mean([ndcg_at_k([ids[j] for j in row], rel, 10) for row, rel in zip(order, rels, strict=True)]))
 
 

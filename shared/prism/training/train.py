@@ -59,6 +59,7 @@ from prism.training.heads import (
     project_image,
     save_head,
 )
+from prism.training.rerank_fit import RerankFit, RerankTrainConfig, train_reranker
 
 log = structlog.get_logger(__name__)
 
@@ -562,6 +563,17 @@ def _fusion_summary(fusion: FusionFit | None) -> dict[str, Any]:
     }
 
 
+def _reranker_summary(fit: RerankFit | None) -> dict[str, Any] | None:
+    if fit is None:
+        return None
+    keys = ("enabled_by_default", "val_first_stage_ndcg@10", "val_reranked_ndcg@10", "kept_epoch", "head", "modes")
+    return {
+        "config": fit.config.to_json(),
+        **{k: fit.report.get(k) for k in keys},
+        "seconds": fit.report.get("seconds"),
+    }
+
+
 def _json_dump(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
@@ -672,6 +684,7 @@ def write_models(
     test_fraction: float = 0.0,
     video_pool: TemporalPool | None = None,
     video_report: Mapping[str, Any] | None = None,
+    reranker: RerankFit | None = None,
 ) -> Path:
     """Write a new version folder under ``out/versions`` and point ``out/manifest.json`` at it."""
     out = Path(out)
@@ -687,6 +700,10 @@ def write_models(
     if fusion is not None:
         files.update(save_fuser(staging, fusion.fuser, fusion.report))
         files.update(save_retrieval(staging, fusion.retrieval))
+    if reranker is not None:
+        from prism.models.reranker import save_reranker
+
+        files.update(save_reranker(staging, reranker.model, reranker.config, reranker.report))
     if test_ids:
         _json_dump(
             {"fraction": test_fraction, "seed": result.config.seed, "catalogs": dict(test_ids)},
@@ -718,6 +735,7 @@ def write_models(
             }
         },
         "fusion": _fusion_summary(fusion),
+        "reranker": _reranker_summary(reranker),
         "video": {k: v for k, v in (video_report or {}).items() if k != "history"},
         "test_split": {"fraction": test_fraction, "products": {k: len(v) for k, v in (test_ids or {}).items()}},
         "data": {
@@ -744,6 +762,7 @@ def write_models(
         "selected_epoch": result.best_epoch,
         "metrics": result.metrics,
         "fusion": _fusion_summary(fusion),
+        "reranker": _reranker_summary(reranker),
         "history": result.history,
         "limitations": [
             "colour and type vocabulary is the catalogs' own; unseen types map to the nearest seen ones",
@@ -804,6 +823,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of product groups never used, recorded for `prism eval --unseen` (default 0: train on all)",
     )
+    p.add_argument(
+        "--rerank-epochs",
+        type=int,
+        default=RerankTrainConfig().epochs,
+        help="epochs of the cross-encoder reranker on the validation products (0: no reranker)",
+    )
     p.add_argument("--views", default=",".join(d.views), help="image encoder views averaged into the input")
     p.add_argument("--cache-dir", type=Path, help="feature cache (default $PRISM_CACHE_DIR or var/cache)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training loop (default 1)")
@@ -849,8 +874,24 @@ def run(args: argparse.Namespace) -> Path:
     )
     result.seconds["video"] = round(time.perf_counter() - t_video, 2)
     t_fuse = time.perf_counter()
-    fusion = fit_fusion(fusion_sets(features, catalogs, result), seed=config.seed, modes=config.fit_modes)
+    sets = fusion_sets(features, catalogs, result)
+    fusion = fit_fusion(sets, seed=config.seed, modes=config.fit_modes)
     result.seconds["fusion"] = round(time.perf_counter() - t_fuse, 2)
+    t_rerank = time.perf_counter()
+    reranker = (
+        train_reranker(
+            sets,
+            fusion.fuser,
+            fusion.retrieval,
+            [m for m in config.fit_modes],
+            cache_dir,
+            train_config=RerankTrainConfig(epochs=args.rerank_epochs, seed=config.seed),
+            show_progress=not args.quiet,
+        )
+        if args.rerank_epochs > 0
+        else None
+    )
+    result.seconds["reranker"] = round(time.perf_counter() - t_rerank, 2)
     folder = write_models(
         args.out,
         result,
@@ -862,6 +903,7 @@ def run(args: argparse.Namespace) -> Path:
         test_fraction=args.test_fraction,
         video_pool=video_pool,
         video_report=video_report,
+        reranker=reranker,
     )
     if not args.quiet:
         for name, m in result.metrics.items():
@@ -879,6 +921,13 @@ def run(args: argparse.Namespace) -> Path:
                 f"(validation nDCG@10 {summary['hybrid_val_ndcg@10']:.3f})"
             )
         print(f"similar products: weights {summary['similar_weights']}")
+        if reranker is not None:
+            r = reranker.report
+            print(
+                f"reranker: validation nDCG@10 {r['val_first_stage_ndcg@10']:.3f} first stage -> "
+                f"{r['val_reranked_ndcg@10']:.3f} reranked (epoch {r['kept_epoch']}, "
+                f"{'on' if r['enabled_by_default'] else 'off'} by default, {r['seconds']:.0f} s)"
+            )
         print(f"kept epoch {result.best_epoch}; wrote {folder} in {time.perf_counter() - t0:.0f} s", flush=True)
     return folder
 

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from prism.gen.common.v1 import types_pb2 as prism_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprism/search/v1/search.proto\x12\x0fprism.search.v1\x1a\x1bprism/common/v1/types.proto\"u\n\rSearchOptions\x12\t\n\x01k\x18\x01 \x01(\x05\x12)\n\x07\x66ilters\x18\x02 \x01(\x0b\x32\x18.prism.common.v1.Filters\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61\x63\x65ts\x18\x04 \x03(\t\x12\x0e\n\x06viewed\x18\x05 \x03(\t\"R\n\x11SearchTextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\"l\n\x12SearchImageRequest\x12%\n\x05image\x18\x01 \x01(\x0b\x32\x16.prism.common.v1.Media\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\"l\n\x12SearchVideoRequest\x12%\n\x05video\x18\x01 \x01(\x0b\x32\x16.prism.common.v1.Media\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\"r\n\x0eSimilarRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\x12\x1a\n\x12\x65xclude_same_group\x18\x03 \x01(\x08\"S\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x11\n\timage_url\x18\x04 \x01(\t\x12\x0f\n\x07matched\x18\x05 \x01(\t\"\xf6\x01\n\x0eSearchResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.prism.search.v1.Hit\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\x12\x10\n\x08reranked\x18\x04 \x01(\x08\x12;\n\x06\x66\x61\x63\x65ts\x18\x05 \x03(\x0b\x32+.prism.search.v1.SearchResponse.FacetsEntry\x1aK\n\x0b\x46\x61\x63\x65tsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.prism.search.v1.FacetCounts:\x02\x38\x01\"v\n\x0b\x46\x61\x63\x65tCounts\x12\x38\n\x06\x63ounts\x18\x01 \x03(\x0b\x32(.prism.search.v1.FacetCounts.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"C\n\x0fSimilarResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.prism.search.v1.SearchResponse\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xee\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12<\n\nattributes\x18\x04 \x03(\x0b\x32(.prism.search.v1.Product.AttributesEntry\x12\x12\n\nimage_urls\x18\x05 \x03(\t\x12\x12\n\x05price\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_price2\xa6\x03\n\rSearchService\x12Q\n\nSearchText\x12\".prism.search.v1.SearchTextRequest\x1a\x1f.prism.search.v1.SearchResponse\x12S\n\x0bSearchImage\x12#.prism.search.v1.SearchImageRequest\x1a\x1f.prism.search.v1.SearchResponse\x12S\n\x0bSearchVideo\x12#.prism.search.v1.SearchVideoRequest\x1a\x1f.prism.search.v1.SearchResponse\x12L\n\x07Similar\x12\x1f.prism.search.v1.SimilarRequest\x1a .prism.search.v1.SimilarResponse\x12J\n\nGetProduct\x12\".prism.search.v1.GetProductRequest\x1a\x18.prism.search.v1.Productb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprism/search/v1/search.proto\x12\x0fprism.search.v1\x1a\x1bprism/common/v1/types.proto\"\x95\x01\n\rSearchOptions\x12\t\n\x01k\x18\x01 \x01(\x05\x12)\n\x07\x66ilters\x18\x02 \x01(\x0b\x32\x18.prism.common.v1.Filters\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61\x63\x65ts\x18\x04 \x03(\t\x12\x0e\n\x06viewed\x18\x05 \x03(\t\x12\x13\n\x06rerank\x18\x06 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_rerank\"R\n\x11SearchTextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\"l\n\x12SearchImageRequest\x12%\n\x05image\x18\x01 \x01(\x0b\x32\x16.prism.common.v1.Media\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\"l\n\x12SearchVideoRequest\x12%\n\x05video\x18\x01 \x01(\x0b\x32\x16.prism.common.v1.Media\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\"r\n\x0eSimilarRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\x12/\n\x07options\x18\x02 \x01(\x0b\x32\x1e.prism.search.v1.SearchOptions\x12\x1a\n\x12\x65xclude_same_group\x18\x03 \x01(\x08\"S\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x11\n\timage_url\x18\x04 \x01(\t\x12\x0f\n\x07matched\x18\x05 \x01(\t\"\x8e\x02\n\x0eSearchResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.prism.search.v1.Hit\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\x12\x10\n\x08reranked\x18\x04 \x01(\x08\x12;\n\x06\x66\x61\x63\x65ts\x18\x05 \x03(\x0b\x32+.prism.search.v1.SearchResponse.FacetsEntry\x12\x16\n\x0ererank_skipped\x18\x06 \x01(\t\x1aK\n\x0b\x46\x61\x63\x65tsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.prism.search.v1.FacetCounts:\x02\x38\x01\"v\n\x0b\x46\x61\x63\x65tCounts\x12\x38\n\x06\x63ounts\x18\x01 \x03(\x0b\x32(.prism.search.v1.FacetCounts.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"C\n\x0fSimilarResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.prism.search.v1.SearchResponse\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xee\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12<\n\nattributes\x18\x04 \x03(\x0b\x32(.prism.search.v1.Product.AttributesEntry\x12\x12\n\nimage_urls\x18\x05 \x03(\t\x12\x12\n\x05price\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_price2\xa6\x03\n\rSearchService\x12Q\n\nSearchText\x12\".prism.search.v1.SearchTextRequest\x1a\x1f.prism.search.v1.SearchResponse\x12S\n\x0bSearchImage\x12#.prism.search.v1.SearchImageRequest\x1a\x1f.prism.search.v1.SearchResponse\x12S\n\x0bSearchVideo\x12#.prism.search.v1.SearchVideoRequest\x1a\x1f.prism.search.v1.SearchResponse\x12L\n\x07Similar\x12\x1f.prism.search.v1.SimilarRequest\x1a .prism.search.v1.SimilarResponse\x12J\n\nGetProduct\x12\".prism.search.v1.GetProductRequest\x1a\x18.prism.search.v1.Productb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,34 +39,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FACETCOUNTS_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_PRODUCT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHOPTIONS']._serialized_start=78
-  _globals['_SEARCHOPTIONS']._serialized_end=195
-  _globals['_SEARCHTEXTREQUEST']._serialized_start=197
-  _globals['_SEARCHTEXTREQUEST']._serialized_end=279
-  _globals['_SEARCHIMAGEREQUEST']._serialized_start=281
-  _globals['_SEARCHIMAGEREQUEST']._serialized_end=389
-  _globals['_SEARCHVIDEOREQUEST']._serialized_start=391
-  _globals['_SEARCHVIDEOREQUEST']._serialized_end=499
-  _globals['_SIMILARREQUEST']._serialized_start=501
-  _globals['_SIMILARREQUEST']._serialized_end=615
-  _globals['_HIT']._serialized_start=617
-  _globals['_HIT']._serialized_end=700
-  _globals['_SEARCHRESPONSE']._serialized_start=703
-  _globals['_SEARCHRESPONSE']._serialized_end=949
-  _globals['_SEARCHRESPONSE_FACETSENTRY']._serialized_start=874
-  _globals['_SEARCHRESPONSE_FACETSENTRY']._serialized_end=949
-  _globals['_FACETCOUNTS']._serialized_start=951
-  _globals['_FACETCOUNTS']._serialized_end=1069
-  _globals['_FACETCOUNTS_COUNTSENTRY']._serialized_start=1024
-  _globals['_FACETCOUNTS_COUNTSENTRY']._serialized_end=1069
-  _globals['_SIMILARRESPONSE']._serialized_start=1071
-  _globals['_SIMILARRESPONSE']._serialized_end=1138
-  _globals['_GETPRODUCTREQUEST']._serialized_start=1140
-  _globals['_GETPRODUCTREQUEST']._serialized_end=1171
-  _globals['_PRODUCT']._serialized_start=1174
-  _globals['_PRODUCT']._serialized_end=1412
-  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=1353
-  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=1402
-  _globals['_SEARCHSERVICE']._serialized_start=1415
-  _globals['_SEARCHSERVICE']._serialized_end=1837
+  _globals['_SEARCHOPTIONS']._serialized_start=79
+  _globals['_SEARCHOPTIONS']._serialized_end=228
+  _globals['_SEARCHTEXTREQUEST']._serialized_start=230
+  _globals['_SEARCHTEXTREQUEST']._serialized_end=312
+  _globals['_SEARCHIMAGEREQUEST']._serialized_start=314
+  _globals['_SEARCHIMAGEREQUEST']._serialized_end=422
+  _globals['_SEARCHVIDEOREQUEST']._serialized_start=424
+  _globals['_SEARCHVIDEOREQUEST']._serialized_end=532
+  _globals['_SIMILARREQUEST']._serialized_start=534
+  _globals['_SIMILARREQUEST']._serialized_end=648
+  _globals['_HIT']._serialized_start=650
+  _globals['_HIT']._serialized_end=733
+  _globals['_SEARCHRESPONSE']._serialized_start=736
+  _globals['_SEARCHRESPONSE']._serialized_end=1006
+  _globals['_SEARCHRESPONSE_FACETSENTRY']._serialized_start=931
+  _globals['_SEARCHRESPONSE_FACETSENTRY']._serialized_end=1006
+  _globals['_FACETCOUNTS']._serialized_start=1008
+  _globals['_FACETCOUNTS']._serialized_end=1126
+  _globals['_FACETCOUNTS_COUNTSENTRY']._serialized_start=1081
+  _globals['_FACETCOUNTS_COUNTSENTRY']._serialized_end=1126
+  _globals['_SIMILARRESPONSE']._serialized_start=1128
+  _globals['_SIMILARRESPONSE']._serialized_end=1195
+  _globals['_GETPRODUCTREQUEST']._serialized_start=1197
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1228
+  _globals['_PRODUCT']._serialized_start=1231
+  _globals['_PRODUCT']._serialized_end=1469
+  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=1410
+  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=1459
+  _globals['_SEARCHSERVICE']._serialized_start=1472
+  _globals['_SEARCHSERVICE']._serialized_end=1894
 # @@protoc_insertion_point(module_scope)

@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchOptions(_message.Message):
-    __slots__ = ("k", "filters", "cursor", "facets", "viewed")
+    __slots__ = ("k", "filters", "cursor", "facets", "viewed", "rerank")
     K_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     FACETS_FIELD_NUMBER: _ClassVar[int]
     VIEWED_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
     k: int
     filters: _types_pb2.Filters
     cursor: str
     facets: _containers.RepeatedScalarFieldContainer[str]
     viewed: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, k: _Optional[int] = ..., filters: _Optional[_Union[_types_pb2.Filters, _Mapping]] = ..., cursor: _Optional[str] = ..., facets: _Optional[_Iterable[str]] = ..., viewed: _Optional[_Iterable[str]] = ...) -> None: ...
+    rerank: bool
+    def __init__(self, k: _Optional[int] = ..., filters: _Optional[_Union[_types_pb2.Filters, _Mapping]] = ..., cursor: _Optional[str] = ..., facets: _Optional[_Iterable[str]] = ..., viewed: _Optional[_Iterable[str]] = ..., rerank: _Optional[bool] = ...) -> None: ...
 
 class SearchTextRequest(_message.Message):
     __slots__ = ("text", "options")
@@ -70,7 +72,7 @@ class Hit(_message.Message):
     def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ..., image_url: _Optional[str] = ..., matched: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "next_cursor", "took_ms", "reranked", "facets")
+    __slots__ = ("hits", "next_cursor", "took_ms", "reranked", "facets", "rerank_skipped")
     class FacetsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,12 +85,14 @@ class SearchResponse(_message.Message):
     TOOK_MS_FIELD_NUMBER: _ClassVar[int]
     RERANKED_FIELD_NUMBER: _ClassVar[int]
     FACETS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     next_cursor: str
     took_ms: float
     reranked: bool
     facets: _containers.MessageMap[str, FacetCounts]
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., took_ms: _Optional[float] = ..., reranked: _Optional[bool] = ..., facets: _Optional[_Mapping[str, FacetCounts]] = ...) -> None: ...
+    rerank_skipped: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., took_ms: _Optional[float] = ..., reranked: _Optional[bool] = ..., facets: _Optional[_Mapping[str, FacetCounts]] = ..., rerank_skipped: _Optional[str] = ...) -> None: ...
 
 class FacetCounts(_message.Message):
     __slots__ = ("counts",)

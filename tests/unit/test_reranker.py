@@ -1,0 +1,63 @@
+"""The reranker's pure parts: what it reads of a product, and how training groups are drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prism.models.reranker import RerankerConfig, passage
+from prism.training.rerank_fit import Candidates, RerankTrainConfig, _groups
+
+pytestmark = pytest.mark.unit
+
+
+def test_passage_puts_attributes_first_and_skips_identifiers() -> None:
+    text = passage(
+        "Poodle",
+        {"type": "Dress", "colour": "Blue", "product_code": "0123456", "year": "2012", "colour_detail": "Dark Blue"},
+    )
+    assert text == "type: Dress; colour: Blue; colour detail: Dark Blue; Poodle"
+    assert passage("", {}) == ""  # a photo-only product: the photo token carries it
+    assert passage("  Poodle ", None) == "Poodle"
+
+
+def test_config_round_trips_and_ignores_unknown_keys() -> None:
+    cfg = RerankerConfig(layers=1, image_dim=0)
+    assert RerankerConfig.from_json({**cfg.to_json(), "future_field": 3}) == cfg
+
+
+def _candidates() -> Candidates:
+    ids = [f"p{i}" for i in range(12)]
+    rels = [{"p0": 2, "p1": 2, "p2": 1, "p3": 1}, {"p11": 2}, {"p5": 1}]
+    order = np.asarray([list(range(10)), list(range(10)), list(range(10))], dtype=np.int64)
+    return Candidates(
+        name="c",
+        mode="none",
+        queries=["blue dress", "red shoes", "black bag"],
+        rels=rels,
+        order=order,
+        ids=ids,
+        passages=[""] * 12,
+        image=np.zeros((12, 4), dtype=np.float32),
+    )
+
+
+def test_groups_hold_one_exact_match_and_mined_negatives() -> None:
+    cfg = RerankTrainConfig(group=5, groups_per_query=3)
+    c = _candidates()
+    groups = _groups([c], cfg, np.random.default_rng(0))
+    # query 2 has no exact (grade 2) match: it teaches nothing listwise and is skipped
+    assert {qi for _, qi, _ in groups} == {0, 1}
+    for _, qi, rows in groups:
+        assert len(rows) == 5 and len(set(rows)) == 5
+        assert c.rels[qi].get(c.ids[rows[0]], 0) == 2  # the first row is the exact match
+        assert all(r in c.order[qi] for r in rows[1:])  # the others come from the mined head
+    # query 1's only exact match is outside the first stage's head: it is brought in
+    assert any(qi == 1 and rows[0] == 11 for _, qi, rows in groups)
+
+
+def test_groups_are_repeatable_for_a_seed() -> None:
+    cfg = RerankTrainConfig(group=4)
+    a = _groups([_candidates()], cfg, np.random.default_rng(5))
+    b = _groups([_candidates()], cfg, np.random.default_rng(5))
+    assert a == b
