@@ -38,9 +38,18 @@ lint: $(STAMP) ## ruff on the hand-written code
 typecheck: $(STAMP) ## mypy --strict on the hand-written code
 	$(VENV)/bin/mypy shared/prism services
 
-test: $(STAMP) ## everything CI runs: lint, types, then unit, integration and end-to-end tests
+test: $(STAMP) browser ## everything CI runs: lint, types, then unit, integration and end-to-end tests
 	$(MAKE) --no-print-directory lint typecheck
 	$(VENV)/bin/pytest -q
+
+# The web page's end-to-end test drives Debian's chromium through Playwright (no browser download:
+# only the package registries are reachable); installed once, as root, where it is missing.
+CHROMIUM := /usr/bin/chromium
+.PHONY: browser
+browser: ## Debian's chromium for the web page test (apt-get install, as root, when missing)
+	@test -x $(CHROMIUM) || { apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) is still missing: install Debian's chromium package"; exit 1; }
 
 test-fast: $(STAMP) ## unit tests only
 	$(VENV)/bin/pytest -q -m unit

@@ -109,11 +109,15 @@ def rerank_passage(payload: Mapping[str, Any]) -> str:
 
 def count_facets(found: Sequence[ScoredProduct], keys: Sequence[str]) -> dict[str, dict[str, int]]:
     """Value counts of the given attributes among ``found``, most frequent first."""
+    return count_payload_facets([s.payload for s in found], keys)
+
+
+def count_payload_facets(payloads: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for key in keys:
         counts: dict[str, int] = {}
-        for s in found:
-            value = (s.payload.get("attributes") or {}).get(key)
+        for payload in payloads:
+            value = (payload.get("attributes") or {}).get(key)
             if value is not None:
                 counts[str(value)] = counts.get(str(value), 0) + 1
         out[key] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -677,10 +681,18 @@ class SearchCore:
             )
             for c, s in page
         ]
+        # Facets over the candidates already fetched (the head a shopper can reach), as for a
+        # search; not a larger pool: that would move the floor scores above and so the ranking.
+        facets = (
+            count_payload_facets([payloads[c] for c, _ in ranked[: self.settings.facet_pool]], opts.facets)
+            if offset == 0 and opts.facets
+            else {}
+        )
         return SearchResult(
             hits=hits,
             next_cursor=self._cursor(offset + opts.k, fp) if more else None,
             took_ms=(time.perf_counter() - t0) * 1000,
+            facets=facets,
         )
 
     def product(self, product_id: str) -> dict[str, Any]:

@@ -62,6 +62,14 @@ def _b64(value: object, what: str, limit: int) -> bytes:
         raise InvalidInput(f"{what} is not valid base64", code="invalid_base64") from exc
 
 
+def _json_filters(value: str) -> Any:
+    """Filters sent as a form or query value: a JSON object (checked further by ``SearchCore.options``)."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput("filters must be a JSON object", code="invalid_filter") from exc
+
+
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
 
 
@@ -185,10 +193,7 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
             if isinstance(fields.get("viewed"), str):  # multipart form value: comma-separated ids
                 fields["viewed"] = [v for v in fields["viewed"].split(",") if v]
             if "filters" in fields:
-                try:
-                    fields["filters"] = json.loads(fields["filters"])
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput("filters must be a JSON object", code="invalid_filter") from exc
+                fields["filters"] = _json_filters(fields["filters"])
         elif ctype in ("application/json", ""):
             body = await _read_body(request, settings.max_upload_bytes * 4 // 3 + 65536)
             try:
@@ -240,7 +245,9 @@ def create_app(core: SearchCore, *, ready: Callable[[], bool] = lambda: True, ac
     @app.get("/v1/products/{product_id}/similar")
     async def similar(product_id: str, request: Request) -> JSONResponse:
         q = request.query_params
-        opts = core.options(q.get("k"), None, q.get("cursor"), q.get("price_min"), q.get("price_max"))
+        # filters as in a search's multipart form: one JSON object (the gRPC Similar takes them too)
+        flt = _json_filters(q["filters"]) if "filters" in q else None
+        opts = core.options(q.get("k"), flt, q.get("cursor"), q.get("price_min"), q.get("price_max"))
         exclude = q.get("exclude_same_group", "false").lower() in ("1", "true", "yes")
         result = await run_in_threadpool(core.similar, product_id, opts, exclude)
         return JSONResponse(result.to_json())

@@ -87,6 +87,27 @@ def test_product_image_and_similar(http: httpx.Client, myntra_slice: Path) -> No
     assert http.get(f"/v1/products/{p['id']}/images/7").status_code == 404
 
 
+def test_similar_over_http_takes_filters_and_returns_facets(http: httpx.Client, myntra_slice: Path) -> None:
+    pid = _first_product(myntra_slice)["id"]
+    plain = http.get(f"/v1/products/{pid}/similar", params={"k": 10}).json()
+    colours = plain["facets"]["colour"]
+    assert sum(colours.values()) > len(plain["hits"])  # counted over the candidate pool, not the page
+    # the least frequent colour: a filter that must change the page
+    colour = list(colours)[-1]
+    r = http.get(f"/v1/products/{pid}/similar", params={"k": 10, "filters": json.dumps({"colour": [colour]})})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["hits"] and set(body["facets"]["colour"]) == {colour}
+    for h in body["hits"]:
+        assert http.get(f"/v1/products/{h['id']}").json()["attributes"]["colour"] == colour
+    # the filters are part of the cursor's query: a page of the unfiltered query does not continue it
+    if body["next_cursor"]:
+        other = http.get(f"/v1/products/{pid}/similar", params={"k": 10, "cursor": body["next_cursor"]})
+        assert other.status_code == 400 and other.json()["error"]["code"] == "invalid_cursor"
+    bad = http.get(f"/v1/products/{pid}/similar", params={"filters": "{colour"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_filter"
+
+
 @pytest.mark.parametrize("name", sorted(bad_images()))
 def test_bad_photos_get_400_with_a_reason_and_change_nothing(http: httpx.Client, indexed_suite: Any, name: str) -> None:
     before = indexed_suite.gateway.core.index.count()
