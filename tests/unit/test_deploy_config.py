@@ -515,6 +515,16 @@ def test_compose_mounts_trained_models_where_the_services_read_them() -> None:
     assert f"models:{path}:ro" in ready["volumes"] and ready["restart"] == "no" and not ready.get("profiles")
 
 
+def test_compose_lexical_statistics_are_on_the_shared_volume() -> None:
+    """Fusion writes the BM25 statistics that every gateway (CPU and GPU profile) reads: one volume."""
+    for name, (service, svc) in prism_compose_services().items():
+        cls = settings_class(service)
+        if "lexical_stats" not in cls.model_fields:
+            continue
+        folder = str(Path(compose_env(svc)[env_name(cls, "lexical_stats")]).parent)
+        assert f"index-stats:{folder}" in svc["volumes"], name
+
+
 def test_compose_train_profile_writes_the_models_volume() -> None:
     from prism.training.train import build_parser
 
