@@ -515,6 +515,17 @@ def test_compose_mounts_trained_models_where_the_services_read_them() -> None:
     assert f"models:{path}:ro" in ready["volumes"] and ready["restart"] == "no" and not ready.get("profiles")
 
 
+def test_make_up_trains_before_starting_when_no_version_exists() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^up:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "Makefile has no `up` target"
+    lines = recipe.group(1).replace("\\\n", " ").splitlines()
+    check = next(i for i, line in enumerate(lines) if "models-ready" in line)
+    assert f"test models-ready -f {compose_models_path()}/{MANIFEST_FILE}" in lines[check]
+    assert "|| docker compose --profile train run --rm train" in lines[check]
+    assert check < next(i for i, line in enumerate(lines) if "docker compose up" in line)
+
+
 def test_compose_lexical_statistics_are_on_the_shared_volume() -> None:
     """Fusion writes the BM25 statistics that every gateway (CPU and GPU profile) reads: one volume."""
     for name, (service, svc) in prism_compose_services().items():
