@@ -407,6 +407,30 @@ def test_compose_depends_on_targets_exist_and_are_healthy() -> None:
             assert not theirs or mine & theirs, f"{name} depends on {target}, which its profiles do not start"
 
 
+def test_compose_minio_publishes_to_the_exchange_the_workers_consume() -> None:
+    """MinIO's AMQP notification target is the exchange the workers declare, under the ARN they subscribe."""
+    from types import SimpleNamespace
+
+    from services.ingest.app import IngestApp
+    from services.ingest.settings import Settings as IngestSettings
+
+    settings = IngestSettings()
+    exchange = IngestApp.events_queue(SimpleNamespace(settings=settings, queue_arguments=dict)).exchange
+    services = compose()["services"]
+    minio, ingest = compose_env(services["minio"]), compose_env(services["ingest"])
+    arn = re.fullmatch(r"arn:minio:sqs::(\w+):amqp", ingest[env_name(StoreSettings, "notify_arn")])
+    assert arn, ingest[env_name(StoreSettings, "notify_arn")]
+    target = arn.group(1)
+    assert minio[f"MINIO_NOTIFY_AMQP_ENABLE_{target}"] == "on"
+    assert minio[f"MINIO_NOTIFY_AMQP_EXCHANGE_{target}"] == exchange.name == settings.events_exchange
+    assert minio[f"MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_{target}"] == exchange.type
+    assert minio[f"MINIO_NOTIFY_AMQP_DURABLE_{target}"] == "on" and exchange.durable
+    # The same broker as the workers, and persistent messages (delivery mode 2).
+    broker = re.sub(r"/+$", "", ingest["PRISM_INGEST_BROKER_URL"])
+    assert minio[f"MINIO_NOTIFY_AMQP_URL_{target}"] == broker
+    assert minio[f"MINIO_NOTIFY_AMQP_DELIVERY_MODE_{target}"] == "2"
+
+
 def test_compose_upstream_addresses_point_at_deployed_services() -> None:
     services = compose()["services"]
     served = prism_compose_services()
