@@ -52,8 +52,8 @@ ARG PRISM_UID=10001
 RUN groupadd --system --gid ${PRISM_UID} prism \
     && useradd --system --uid ${PRISM_UID} --gid prism --home-dir /home/prism --create-home \
        --shell /usr/sbin/nologin prism \
-    && mkdir -p /opt/prism/cache \
-    && chown prism:prism /opt/prism/cache
+    && mkdir -p /opt/prism/cache /opt/prism/models \
+    && chown prism:prism /opt/prism/cache /opt/prism/models
 
 COPY --from=build /opt/prism/venv /opt/prism/venv
 
@@ -75,7 +75,10 @@ WORKDIR /home/prism
 RUN python -c "from prism.models.e5_convert import ensure_e5_checkpoint; from prism.settings import CommonSettings; print(ensure_e5_checkpoint(CommonSettings().cache_dir))" \
     && prism --help >/dev/null
 
-# gRPC: gateway 50050, text-encoder 50051, image-encoder 50052; metrics 9101, 9102; gateway HTTP 8080.
-EXPOSE 50050 50051 50052 8080 9101 9102
+# gRPC: gateway 50050, text-encoder 50051, image-encoder 50052, fusion 50053, ingest 50054 (health),
+# video-encoder 50055; their metrics 9101-9105; gateway HTTP 8080 (and its /metrics).
+# /opt/prism/models: trained heads (PRISM_MODELS_DIR), a volume written by `prism train`; created
+# here so that a new volume mounted on it belongs to the service user.
+EXPOSE 50050 50051 50052 50053 50054 50055 8080 9101 9102 9103 9104 9105
 ENTRYPOINT ["prism"]
 CMD ["--help"]

@@ -80,8 +80,11 @@ bench: $(STAMP) ## encoders bare vs gRPC, gateway latency at 10k, ingestion path
 	$(PY) -m prism.bench_ingest --out var/bench
 	$(PY) -m prism.bench_ann --n 1000000 --out var/bench
 
-up: ## where Docker runs: the distributed stack (docker-compose.yml), then the seed smoke test
-	docker compose up -d --build --wait
+up: ## where Docker runs: the distributed stack (docker-compose.yml; trains once into its models volume), then the seed smoke test
+	docker compose build
+	docker compose run --rm --no-deps --entrypoint test models-ready -f /opt/prism/models/manifest.json \
+		|| docker compose --profile train run --rm train
+	docker compose up -d --wait
 	docker compose --profile seed run --rm seed
 
 down: ## stop the distributed stack (volumes are kept)

@@ -12,10 +12,11 @@ import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Self, Union
 
 import numpy as np
 import structlog
+from pydantic import Field, model_validator
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
@@ -64,6 +65,23 @@ class IndexedServiceSettings(ServiceSettings):
     # Embedded engine when no qdrant_url: "local" (exact search, fine to ~100k products) or "edge"
     # (Qdrant's engine in-process with an HNSW index, for up to millions: prism.edge_index).
     index_engine: str = "local"
+    # A Qdrant server cluster: how the collection is distributed when this service creates it (the
+    # fusion service does, on first start; an existing collection keeps its own). None: the server's
+    # default (auto sharding: one shard per node; one copy of each shard; a write succeeds on one).
+    qdrant_shard_number: int | None = Field(default=None, ge=1)
+    qdrant_replication_factor: int | None = Field(default=None, ge=1)
+    # Copies of a shard that must apply a write before it succeeds (at most the replication factor).
+    qdrant_write_consistency_factor: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _writes_can_succeed(self) -> Self:
+        replicas = self.qdrant_replication_factor or 1
+        if self.qdrant_write_consistency_factor is not None and self.qdrant_write_consistency_factor > replicas:
+            raise ValueError(
+                f"qdrant_write_consistency_factor {self.qdrant_write_consistency_factor} exceeds the "
+                f"{replicas} replica(s) of each shard: no write could succeed"
+            )
+        return self
 
     def index_settings(self) -> IndexSettings:
         return IndexSettings(
@@ -73,6 +91,9 @@ class IndexedServiceSettings(ServiceSettings):
             path=None if self.qdrant_url else self.index_path,
             engine=self.index_engine,
             timeout_s=float(self.qdrant_timeout_s),
+            shard_number=self.qdrant_shard_number,
+            replication_factor=self.qdrant_replication_factor,
+            write_consistency_factor=self.qdrant_write_consistency_factor,
         )
 
 
@@ -102,6 +123,20 @@ class IndexSettings:
     # is Qdrant's engine in-process with HNSW (EdgeProductIndex, prism.edge_index) for large
     # catalogs.  Ignored with a url: a server is always ProductIndex.
     engine: str = "local"
+    # Distribution of a new collection over a server cluster (None: the server's default); the
+    # embedded engines are one shard with one copy and ignore them.
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+
+    def distribution(self) -> dict[str, int]:
+        """The keyword arguments of ``QdrantClient.create_collection`` that distribute the collection."""
+        fields = {
+            "shard_number": self.shard_number,
+            "replication_factor": self.replication_factor,
+            "write_consistency_factor": self.write_consistency_factor,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -287,6 +322,8 @@ class ProductIndex:
             },
             sparse_vectors_config={name: sparse_vector_params() for name in sparse} or None,
             hnsw_config=qm.HnswConfigDiff(m=16, ef_construct=128),
+            # Shards and replicas on a server cluster; local mode accepts and ignores them.
+            **self.settings.distribution(),
         )
         fields: list[tuple[str, qm.PayloadSchemaType]] = [
             (f"attributes.{a}", qm.PayloadSchemaType.KEYWORD) for a in indexed_attributes
@@ -297,7 +334,7 @@ class ProductIndex:
                 # Local mode accepts payload indexes and warns that it ignores them; servers use them.
                 warnings.filterwarnings("ignore", message="Payload indexes have no effect")
                 self.client.create_payload_index(self.collection, name, schema)
-        log.info("index.created", collection=self.collection, vectors=dict(vectors))
+        log.info("index.created", collection=self.collection, vectors=dict(vectors), **self.settings.distribution())
         return True
 
     def dense_names(self) -> frozenset[str]:

@@ -71,3 +71,31 @@ def test_mismatched_vectors_are_refused_and_bad_filter_fields_rejected() -> None
     for bad in ["colour; drop", "a.b", "", "x" * 100, "$where"]:
         with pytest.raises(InvalidInput):
             build_filter({bad: ["x"]})
+
+
+def test_collection_is_created_with_the_configured_shards_and_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards, replicas and write consistency reach ``create_collection`` (local mode accepts and ignores them)."""
+    settings = IndexSettings(collection="sharded", shard_number=6, replication_factor=2, write_consistency_factor=2)
+    idx = ProductIndex.open(settings)
+    client = idx.client._client  # the QdrantClient behind the embedded-mode lock
+    calls: list[dict[str, object]] = []
+    create = client.create_collection
+
+    def recording(*args: object, **kwargs: object) -> bool:
+        calls.append(kwargs)
+        return bool(create(*args, **kwargs))
+
+    monkeypatch.setattr(client, "create_collection", recording)
+    assert idx.ensure_collection({"text": 4}) is True
+    (kwargs,) = calls
+    assert (kwargs["shard_number"], kwargs["replication_factor"], kwargs["write_consistency_factor"]) == (6, 2, 2)
+    idx.upsert([("a", {"text": _vec(1, 0, 0, 0)}, {"title": "A"})])
+    assert idx.count() == 1
+    # Unset: nothing is passed and the server chooses (auto sharding, one copy).
+    plain = ProductIndex.open(IndexSettings(collection="plain"))
+    client = plain.client._client
+    calls.clear()
+    create = client.create_collection
+    monkeypatch.setattr(client, "create_collection", recording)
+    plain.ensure_collection({"text": 4})
+    assert not {"shard_number", "replication_factor", "write_consistency_factor"} & set(calls[0])

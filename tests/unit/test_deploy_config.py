@@ -8,9 +8,12 @@ environment variable they set is a real field of that service's pydantic Setting
 CommonSettings); their ports are the Settings defaults; health checks test readiness for real (the
 compose one-liners are run against real loopback servers); the gateway's upstream addresses point at
 deployed services; ``values.yaml`` satisfies ``values.schema.json``; the templates use only values
-that exist; the image runs as a non-root user; grace periods outlast the services' own. Where the
-optional ``helm-python-sdk`` (Helm's Go SDK as a C library) is importable, the chart is also linted
-and rendered by Helm itself and the rendered objects are checked; otherwise those tests skip.
+that exist; the image runs as a non-root user; grace periods outlast the services' own; the OpenTelemetry
+variables are the ones the code reads (and, set as the files set them, make it export to a loopback
+collector); trained models are mounted where PRISM_MODELS_DIR points, into the services whose code
+loads them; the Qdrant collection layout reaches the services' settings. Where the optional
+``helm-python-sdk`` (Helm's Go SDK as a C library) is importable, the chart is also linted and
+rendered by Helm itself and the rendered objects are checked; otherwise those tests skip.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import http.server
 import importlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -33,8 +37,10 @@ import pytest
 import yaml
 
 from prism.cli import SERVICES
+from prism.index import IndexedServiceSettings
 from prism.settings import CommonSettings, ServiceSettings
 from prism.storage import StoreSettings
+from prism.training.heads import HEAD_WEIGHTS_FILE, MANIFEST_FILE
 
 pytestmark = pytest.mark.unit
 
@@ -76,9 +82,36 @@ OPTIONAL_UPSTREAMS = {"PRISM_GATEWAY_VIDEO_ENCODER_ADDRESS"}
 AUTOSCALED = ENCODERS | {"ingest"}
 
 
+def otel_env() -> set[str]:
+    """OTEL_* names the code reads: prism/tracing.py itself, and the OpenTelemetry SDK objects it builds
+    (TracerProvider without a sampler reads OTEL_TRACES_SAMPLER(_ARG); Resource.create reads
+    OTEL_RESOURCE_ATTRIBUTES). test_*_tracing_* run the code with them to show they take effect."""
+    from opentelemetry.sdk import environment_variables as sdk
+
+    source = (REPO / "shared" / "prism" / "tracing.py").read_text(encoding="utf-8")
+    names = set(re.findall(r'os\.environ\.get\("(OTEL_[A-Z_]+)"', source))
+    assert {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} <= names, names
+    assert "TracerProvider(resource=Resource.create(" in source and "sampler=" not in source
+    return names | {sdk.OTEL_TRACES_SAMPLER, sdk.OTEL_TRACES_SAMPLER_ARG, sdk.OTEL_RESOURCE_ATTRIBUTES}
+
+
+def model_users() -> set[str]:
+    """Services whose code loads the trained models of PRISM_MODELS_DIR (directly or via the image head)."""
+    users = set()
+    for service, module in SERVICES.items():
+        folder = REPO / Path(*module.split(".")[:-1])
+        if any(re.search(r"\bmodels_dir\b|\bload_heads\(", f.read_text(encoding="utf-8")) for f in folder.glob("*.py")):
+            users.add(service)
+    assert users == {"image-encoder", "video-encoder", "fusion", "gateway"}, users  # the text space needs none
+    return users
+
+
+MODELS_ENV = "PRISM_MODELS_DIR"
+
+
 def valid_env(service: str) -> set[str]:
-    """Environment variable names the service reads: its Settings, CommonSettings, StoreSettings."""
-    names = set()
+    """Environment variable names the service reads: its Settings, CommonSettings, StoreSettings, OTEL_*."""
+    names = set(otel_env())
     classes: list[type[Any]] = [settings_class(service), CommonSettings]
     if service in STORE_USERS:
         classes.append(StoreSettings)
@@ -154,6 +187,7 @@ def pinned(package: str) -> str:
 
 
 def test_services_read_env_with_distinct_prefixes() -> None:
+    assert env_name(CommonSettings, "models_dir") == MODELS_ENV
     prefixes = [env_prefix(settings_class(s)) for s in SERVICES]
     assert len(set(prefixes)) == len(prefixes)
     assert env_prefix(CommonSettings) == "PRISM_"
@@ -259,6 +293,16 @@ def test_dockerfile_is_offline_and_converts_e5_as_the_service_user() -> None:
     assert "from prism.models.e5_convert import ensure_e5_checkpoint" in stage[convert_at][1]
 
 
+def test_dockerfile_exposes_every_service_port_and_owns_the_models_folder() -> None:
+    exposed = {int(p) for word, rest in final_stage() if word == "EXPOSE" for p in rest.split()}
+    assert exposed == {port for s in SERVICES for port in expected_ports(s).values()}
+    # A new volume mounted on the models folder takes this folder's owner: the service user.
+    users = next(rest for word, rest in final_stage() if word == "RUN" and "useradd" in rest)
+    models = compose_models_path()
+    assert re.search(rf"mkdir -p [^&]*{re.escape(models)}", users), users
+    assert re.search(rf"chown prism:prism [^&]*{re.escape(models)}", users), users
+
+
 def test_dockerignore_keeps_what_the_build_needs() -> None:
     ignored = {
         line.strip()
@@ -354,11 +398,37 @@ def test_compose_depends_on_targets_exist_and_are_healthy() -> None:
         assert isinstance(deps, dict), f"{name}: use the long form of depends_on with conditions"
         for target, spec in deps.items():
             assert target in services, f"{name} depends on missing {target}"
-            assert spec.get("condition") in {"service_healthy", "service_started"}, (name, target)
+            one_shot = services[target].get("restart") == "no"
+            allowed = {"service_completed_successfully"} if one_shot else {"service_healthy", "service_started"}
+            assert spec.get("condition") in allowed, (name, target)
             if spec["condition"] == "service_healthy":
                 assert services[target].get("healthcheck"), f"{name} waits for {target}, which has no health check"
             mine, theirs = set(svc.get("profiles") or []), set(services[target].get("profiles") or [])
             assert not theirs or mine & theirs, f"{name} depends on {target}, which its profiles do not start"
+
+
+def test_compose_minio_publishes_to_the_exchange_the_workers_consume() -> None:
+    """MinIO's AMQP notification target is the exchange the workers declare, under the ARN they subscribe."""
+    from types import SimpleNamespace
+
+    from services.ingest.app import IngestApp
+    from services.ingest.settings import Settings as IngestSettings
+
+    settings = IngestSettings()
+    exchange = IngestApp.events_queue(SimpleNamespace(settings=settings, queue_arguments=dict)).exchange
+    services = compose()["services"]
+    minio, ingest = compose_env(services["minio"]), compose_env(services["ingest"])
+    arn = re.fullmatch(r"arn:minio:sqs::(\w+):amqp", ingest[env_name(StoreSettings, "notify_arn")])
+    assert arn, ingest[env_name(StoreSettings, "notify_arn")]
+    target = arn.group(1)
+    assert minio[f"MINIO_NOTIFY_AMQP_ENABLE_{target}"] == "on"
+    assert minio[f"MINIO_NOTIFY_AMQP_EXCHANGE_{target}"] == exchange.name == settings.events_exchange
+    assert minio[f"MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_{target}"] == exchange.type
+    assert minio[f"MINIO_NOTIFY_AMQP_DURABLE_{target}"] == "on" and exchange.durable
+    # The same broker as the workers, and persistent messages (delivery mode 2).
+    broker = re.sub(r"/+$", "", ingest["PRISM_INGEST_BROKER_URL"])
+    assert minio[f"MINIO_NOTIFY_AMQP_URL_{target}"] == broker
+    assert minio[f"MINIO_NOTIFY_AMQP_DELIVERY_MODE_{target}"] == "2"
 
 
 def test_compose_upstream_addresses_point_at_deployed_services() -> None:
@@ -421,6 +491,202 @@ def test_compose_volumes_stop_grace_and_image_tag() -> None:
         needed = grace_seconds() + (http_drain_seconds() if "http" in expected_ports(service) else 0)
         assert duration_seconds(svc["stop_grace_period"]) > needed, name
         assert re.fullmatch(rf"prism:\$\{{PRISM_TAG:-{re.escape(version)}\}}(-cuda)?", svc["image"]), svc["image"]
+
+
+def interpolate(text: str, variables: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:+replacement} as `docker compose` substitutes them."""
+
+    def one(m: re.Match[str]) -> str:
+        value = variables.get(m.group(1), "")
+        if m.group(2) == ":-":
+            return value or m.group(3)
+        if m.group(2) == ":+":
+            return m.group(3) if value else ""
+        return value
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\+)([^}]*))?\}", one, text)
+
+
+def compose_models_path() -> str:
+    """Where the `models` volume is mounted (read-only) in the services that load trained models."""
+    targets = {
+        str(mount).split(":")[1]
+        for svc in compose()["services"].values()
+        for mount in svc.get("volumes") or []
+        if str(mount).startswith("models:")
+    }
+    assert len(targets) == 1, targets
+    return targets.pop()
+
+
+def test_compose_mounts_trained_models_where_the_services_read_them() -> None:
+    services = compose()["services"]
+    path = compose_models_path()
+    assert "models" in compose()["volumes"]
+    for name, (service, svc) in prism_compose_services().items():
+        env, mounts = compose_env(svc), [str(m) for m in svc.get("volumes") or []]
+        if service in model_users():
+            assert env.get(MODELS_ENV) == path, f"{name}: {MODELS_ENV} must be the mounted models folder"
+            assert f"models:{path}:ro" in mounts, f"{name}: mount the models read-only"
+            # Held until `prism train` has written a version, rather than started without one.
+            assert svc["depends_on"]["models-ready"] == {"condition": "service_completed_successfully"}, name
+        else:
+            assert MODELS_ENV not in env and not any(m.startswith("models:") for m in mounts), name
+    # models-ready waits for the file prism train writes last (and resolve_version reads).
+    ready = services["models-ready"]
+    assert f"test -f {path}/{MANIFEST_FILE}" in ready["command"][0]
+    assert ready["healthcheck"]["test"] == ["CMD", "test", "-f", f"{path}/{MANIFEST_FILE}"]
+    assert f"models:{path}:ro" in ready["volumes"] and ready["restart"] == "no" and not ready.get("profiles")
+
+
+def test_make_up_trains_before_starting_when_no_version_exists() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^up:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "Makefile has no `up` target"
+    lines = recipe.group(1).replace("\\\n", " ").splitlines()
+    check = next(i for i, line in enumerate(lines) if "models-ready" in line)
+    assert f"test models-ready -f {compose_models_path()}/{MANIFEST_FILE}" in lines[check]
+    assert "|| docker compose --profile train run --rm train" in lines[check]
+    assert check < next(i for i, line in enumerate(lines) if "docker compose up" in line)
+
+
+def test_compose_lexical_statistics_are_on_the_shared_volume() -> None:
+    """Fusion writes the BM25 statistics that every gateway (CPU and GPU profile) reads: one volume."""
+    for name, (service, svc) in prism_compose_services().items():
+        cls = settings_class(service)
+        if "lexical_stats" not in cls.model_fields:
+            continue
+        folder = str(Path(compose_env(svc)[env_name(cls, "lexical_stats")]).parent)
+        assert f"index-stats:{folder}" in svc["volumes"], name
+
+
+def test_compose_train_profile_writes_the_models_volume() -> None:
+    from prism.training.train import build_parser
+
+    train = compose()["services"]["train"]
+    assert train["profiles"] == ["train"] and train["restart"] == "no"
+    command = train["command"]
+    assert command[0] == "train"
+    args = build_parser().parse_args(command[1:])  # the options `prism train` really has
+    assert str(args.out) == compose_models_path()
+    assert f"models:{compose_models_path()}" in train["volumes"], "the one writer mounts it read-write"
+    cache_dir = dockerfile_env()["PRISM_CACHE_DIR"]
+    assert f"model-cache:{cache_dir}" in train["volumes"]  # the converted e5 checkpoint, the feature cache
+    (data,) = [m for m in train["volumes"] if str(m).endswith(":/data:ro")]
+    host = Path(interpolate(data.rsplit(":", 2)[0], {}))
+    for catalog in args.catalog:
+        assert catalog.parts[:2] == ("/", "data"), catalog
+        if (REPO / host).is_dir():  # the project's data sits beside the repository
+            assert (REPO / host / catalog.relative_to("/data") / "products.jsonl").is_file(), catalog
+
+
+# OpenTelemetry, end to end: the variables as the deployment files set them, given to the code
+# (prism.tracing.setup_tracing in a fresh process), and the spans it exports caught by a loopback
+# OTLP/HTTP collector.
+
+
+@pytest.fixture
+def otlp_collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    received: list[tuple[str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+TRACE_PROGRAM = """
+import json, sys
+from opentelemetry import trace
+from prism import tracing
+exported = tracing.setup_tracing(sys.argv[1])
+with tracing.span("search", k=3):
+    pass
+provider = trace.get_tracer_provider()
+sampler = provider.sampler.get_description() if exported else None
+if exported:
+    provider.shutdown()  # flushes the batch
+print(json.dumps({"exported": exported, "sampler": sampler}))
+"""
+
+
+def run_traced(default_name: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run setup_tracing + one span with exactly these OTEL_* variables (others removed)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", TRACE_PROGRAM, default_name],
+        env={**base, **env},
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def exported_resources(received: list[tuple[str, bytes]]) -> list[dict[str, str]]:
+    """Resource attributes of every exported batch (and the spans are Prism's)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    out = []
+    for path, body in received:
+        assert path == "/v1/traces", path
+        request = ExportTraceServiceRequest.FromString(body)
+        for spans in request.resource_spans:
+            names = [s.name for scope in spans.scope_spans for s in scope.spans]
+            assert names == ["prism.search"], names
+            out.append({a.key: a.value.string_value for a in spans.resource.attributes})
+    return out
+
+
+def test_compose_tracing_env_reaches_every_service_and_the_code(
+    otlp_collector: tuple[str, list[tuple[str, bytes]]],
+) -> None:
+    services = compose()["services"]
+    traced = {name: svc for name, svc in services.items() if svc.get("command", [""])[0] in {"serve", "seed"}}
+    assert set(traced) >= set(prism_compose_services())
+    endpoints = set()
+    for name, svc in traced.items():
+        env = compose_env(svc)
+        assert env.get("OTEL_SERVICE_NAME") == name, f"{name}: OTEL_SERVICE_NAME must be the service's name"
+        endpoints.add(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    (endpoint,) = endpoints  # one switch for all
+    # PRISM_TRACING set: the `jaeger` service of the "tracing" profile, on its OTLP/HTTP port.
+    on = interpolate(endpoint, {"PRISM_TRACING": "1"})
+    m = re.fullmatch(r"http://([\w-]+):(\d+)", on)
+    assert m, on
+    collector = services[m.group(1)]
+    assert collector["profiles"] == ["tracing"] and m.group(2) in [str(p) for p in collector["expose"]]
+    assert m.group(2) == "4318", "prism/tracing.py exports OTLP over HTTP (4317 is OTLP/gRPC)"
+    assert "otlp.proto.http" in (REPO / "shared" / "prism" / "tracing.py").read_text(encoding="utf-8")
+    # Unset: an empty endpoint, which the code takes as "no export".
+    url, received = otlp_collector
+    gateway = {k: interpolate(v, {}) for k, v in compose_env(services["gateway"]).items() if k.startswith("OTEL_")}
+    assert gateway["OTEL_EXPORTER_OTLP_ENDPOINT"] == ""
+    assert run_traced("gateway", gateway)["exported"] is False and not received
+    # Set (the collector's address swapped for the loopback one): spans arrive, named after the service.
+    env = {k: interpolate(v, {"PRISM_TRACING": "1"}) for k, v in compose_env(services["gateway"]).items()}
+    otel = {k: v.replace(on, url) for k, v in env.items() if k.startswith("OTEL_")}
+    result = run_traced("not-this-name", otel)
+    assert result["exported"] is True and result["sampler"].startswith("ParentBased{root:TraceIdRatioBased{1.0}")
+    (resource,) = exported_resources(received)
+    assert resource["service.name"] == "gateway"
 
 
 # The compose health checks are real programs: run them against real loopback servers.
@@ -612,6 +878,13 @@ def test_values_satisfy_the_schema() -> None:
         (("services", "text-encoder", "env", "log_level"), "DEBUG", "does not match"),
         (("services", "text-encoder", "replica"), 2, "unknown key replica"),
         (("podSecurityContext", "runAsNonRoot"), False, "not in"),
+        (("tracing", "sampler"), "sometimes", "not in"),
+        (("tracing", "samplerArg"), "1.5", "does not match"),
+        (("qdrant", "inCluster", "replicas"), 0, "< 1"),
+        (("qdrant", "collection", "shardNumber"), -1, "< 0"),
+        (("qdrant", "inCluster", "podSecurityContext", "runAsNonRoot"), False, "not in"),
+        (("models", "mountPath"), "models", "does not match"),
+        (("services", "gateway", "models"), "yes", "is not of type"),
     ],
 )
 def test_schema_rejects_bad_values(where: tuple[str, ...], bad: Any, complaint: str) -> None:
@@ -628,6 +901,16 @@ def chart_services() -> dict[str, dict[str, Any]]:
     return values()["services"]  # type: ignore[no-any-return]
 
 
+# qdrantEnv key -> the IndexedServiceSettings field (qdrant_<field>) it sets.
+QDRANT_FIELDS = {
+    "url": "url",
+    "apiKey": "api_key",
+    "shardNumber": "shard_number",
+    "replicationFactor": "replication_factor",
+    "writeConsistencyFactor": "write_consistency_factor",
+}
+
+
 def helm_env(name: str, block: dict[str, Any]) -> dict[str, str]:
     """Every variable the chart sets for a service, with its value where the values file has it."""
     env = {"PRISM_CACHE_DIR": values()["cacheDir"]}
@@ -636,6 +919,8 @@ def helm_env(name: str, block: dict[str, Any]) -> dict[str, str]:
     env |= {k: f"<{target}>" for k, target in block["upstreams"].items()}
     env |= {k: f"<secret {ref['name']}/{ref['key']}>" for k, ref in block["secretEnv"].items()}
     env |= {v: f"<qdrant {k}>" for k, v in block["qdrantEnv"].items()}
+    if block["models"]:
+        env[MODELS_ENV] = values()["models"]["mountPath"]
     return env
 
 
@@ -687,12 +972,22 @@ def test_helm_upstreams_and_qdrant_point_at_real_things() -> None:
         cls = settings_class(name)
         expected = {
             key: env_name(cls, f"qdrant_{field}")
-            for key, field in (("url", "url"), ("apiKey", "api_key"))
+            for key, field in QDRANT_FIELDS.items()
             if f"qdrant_{field}" in cls.model_fields
         }
         assert block["qdrantEnv"] == expected, name
     qdrant = values()["qdrant"]
     assert qdrant["inCluster"]["port"] == 6333 and qdrant["apiKey"]["secretKey"]
+    assert set(qdrant["collection"]) == set(QDRANT_FIELDS) - {"url", "apiKey"}
+    # The in-cluster server speaks the client's minor version.
+    client_minor = ".".join(pinned("qdrant-client").split(".")[:2])
+    assert qdrant["inCluster"]["image"]["tag"].startswith(f"v{client_minor}.")
+
+
+def test_helm_models_flag_marks_the_services_that_load_models() -> None:
+    for name, block in chart_services().items():
+        assert block["models"] == (name in model_users()), name
+    assert values()["models"]["mountPath"] == compose_models_path()
 
 
 def test_helm_pods_are_locked_down() -> None:
@@ -733,7 +1028,15 @@ def test_helm_encoders_autoscale_and_can_use_gpus() -> None:
 
 def templates() -> dict[str, str]:
     found = {p.name: p.read_text(encoding="utf-8") for p in sorted(TEMPLATES.iterdir())}
-    assert {"_helpers.tpl", "deployment.yaml", "service.yaml", "hpa.yaml", "networkpolicy.yaml"} <= set(found)
+    assert {
+        "_helpers.tpl",
+        "deployment.yaml",
+        "service.yaml",
+        "hpa.yaml",
+        "networkpolicy.yaml",
+        "qdrant.yaml",
+        "models.yaml",
+    } <= set(found)
     return found
 
 
@@ -853,9 +1156,15 @@ def test_helm_renders_what_the_code_expects(helm: Any) -> None:
     queues = {t["metadata"]["queueName"] for t in workers["spec"]["triggers"]}
     assert queues == {IngestSettings().media_queue, IngestSettings().text_queue}
     assert all(t["type"] == "rabbitmq" and t["authenticationRef"]["name"] for t in workers["spec"]["triggers"])
+    workloads = deployments | {component(s): s for s in objects["StatefulSet"]}
     for policy in objects["NetworkPolicy"]:
-        pod_labels = deployments[component(policy)]["spec"]["template"]["metadata"]["labels"]
+        pod_labels = workloads[component(policy)]["spec"]["template"]["metadata"]["labels"]
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    # Off by default: no OTEL_* (nothing exported) and no models (pretrained spaces, nothing to wait for).
+    for deployment in deployments.values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert not {e["name"] for e in container["env"]} & (otel_env() | {MODELS_ENV})
+    assert "PersistentVolumeClaim" not in objects and "Job" not in objects
 
 
 def test_helm_gpu_and_external_qdrant(helm: Any) -> None:
@@ -879,3 +1188,192 @@ def test_helm_gpu_and_external_qdrant(helm: Any) -> None:
 def test_helm_enforces_the_schema(helm: Any) -> None:
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError):
         chart.validate_schema({"services": {"gateway": {"replicas": "two"}}})
+
+
+def container_env(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_helm_tracing_reaches_every_deployment_and_the_code(
+    helm: Any, otlp_collector: tuple[str, list[tuple[str, bytes]]]
+) -> None:
+    tracing = {"enabled": True, "endpoint": "http://collector.observability.svc:4318", "samplerArg": "1"}
+    objects = render(helm, {"tracing": tracing})
+    deployments = {component(d): d for d in objects["Deployment"]}
+    assert set(deployments) == set(SERVICES)
+    for name, deployment in deployments.items():
+        env = container_env(deployment)
+        assert env["OTEL_SERVICE_NAME"]["value"] == name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == tracing["endpoint"]
+        assert env["OTEL_TRACES_SAMPLER"]["value"] == values()["tracing"]["sampler"]
+        assert {n for n in env if n.startswith("OTEL_")} <= otel_env()
+    # The rendered variables, endpoint swapped for the loopback collector, configure the code.
+    url, received = otlp_collector
+    otel = {
+        n: e["value"].replace(tracing["endpoint"], url)
+        for n, e in container_env(deployments["fusion"]).items()
+        if n.startswith("OTEL_")
+    }
+    result = run_traced("not-this-name", otel)
+    assert result["exported"] is True
+    assert result["sampler"].startswith("ParentBased{root:TraceIdRatioBased{1.0}")
+    (resource,) = exported_resources(received)
+    assert resource["service.name"] == "fusion" and resource["k8s.namespace.name"] == "shop"
+
+
+def test_helm_sampler_choices_are_the_sdks() -> None:
+    from opentelemetry.sdk.trace import sampling
+
+    enum = schema()["properties"]["tracing"]["properties"]["sampler"]["enum"]
+    assert set(enum) == set(sampling._KNOWN_SAMPLERS)  # what OTEL_TRACES_SAMPLER accepts
+    assert values()["tracing"]["sampler"] in enum
+
+
+QDRANT_CLUSTER = {
+    "apiKey": {"secretName": "qdrant-api"},
+    "collection": {"shardNumber": 6, "replicationFactor": 2, "writeConsistencyFactor": 2},
+    "inCluster": {"replicas": 3, "cluster": {"enabled": True}},
+}
+
+
+def test_helm_qdrant_cluster_mode(helm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render(helm, {"qdrant": QDRANT_CLUSTER})
+    in_cluster = values()["qdrant"]["inCluster"]
+    (sts,) = objects["StatefulSet"]
+    assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    pod = sts["spec"]["template"]["spec"]
+    (qdrant,) = pod["containers"]
+    env = container_env(sts)
+    assert env["QDRANT__CLUSTER__ENABLED"]["value"] == "true"
+    assert env["QDRANT__CLUSTER__P2P__PORT"]["value"] == str(in_cluster["p2pPort"])
+    assert env["QDRANT__SERVICE__API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "qdrant-api", "key": "api-key"}
+    ports = {p["name"]: p["containerPort"] for p in qdrant["ports"]}
+    assert ports == {"http": in_cluster["port"], "grpc": in_cluster["grpcPort"], "p2p": in_cluster["p2pPort"]}
+    # Peers find each other through the headless Service: pod 0 starts the cluster, the others join it.
+    services = {s["metadata"]["name"]: s for s in objects["Service"]}
+    headless = services[sts["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert "p2p" in {p["name"] for p in headless["spec"]["ports"]}
+    script = qdrant["args"][0]
+    peer0 = f"http://{sts['metadata']['name']}-0.{headless['metadata']['name']}:{in_cluster['p2pPort']}"
+    assert qdrant["command"] == ["/bin/bash", "-c"] and f'peer0="{peer0}"' in script
+    assert '--bootstrap "$peer0"' in script and "--uri" in script
+    # Non-root, read-only root filesystem, a volume per pod for the data.
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert qdrant["securityContext"]["readOnlyRootFilesystem"] is True
+    assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["storage"]
+    assert qdrant["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    (pdb,) = objects["PodDisruptionBudget"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # Every service that talks to Qdrant gets its URL, API key and the collection layout, and its
+    # Settings turn them into the create_collection arguments.
+    client_service = next(s for s in objects["Service"] if s["metadata"]["name"] == sts["metadata"]["name"])
+    deployments = {component(d): d for d in objects["Deployment"]}
+    for name, deployment in deployments.items():
+        cls = settings_class(name)
+        if "qdrant_url" not in cls.model_fields:
+            assert not {n for n in container_env(deployment) if "QDRANT" in n}, name
+            continue
+        env = container_env(deployment)
+        var = env_name(cls, "qdrant_api_key")
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "qdrant-api", "key": "api-key"}
+        plain = {n: e["value"] for n, e in env.items() if "value" in e}
+        assert plain[env_name(cls, "qdrant_url")] == (
+            f"http://{client_service['metadata']['name']}.shop.svc:{client_service['spec']['ports'][0]['port']}"
+        )
+        for var in list(os.environ):
+            if var.startswith("PRISM_"):
+                monkeypatch.delenv(var)
+        for var, value in plain.items():
+            if var.startswith(env_prefix(cls)):
+                monkeypatch.setenv(var, value)
+        monkeypatch.setenv(env_name(cls, "qdrant_api_key"), "secret")
+        assert issubclass(cls, IndexedServiceSettings)
+        index = cls().index_settings()
+        assert index.url == plain[env_name(cls, "qdrant_url")] and index.api_key == "secret"
+        assert index.distribution() == {"shard_number": 6, "replication_factor": 2, "write_consistency_factor": 2}
+    # The network: REST/gRPC from those services only, p2p only between the peers.
+    (policy,) = [p for p in objects["NetworkPolicy"] if component(p) == "qdrant"]
+    rules = {tuple(sorted(p["port"] for p in r["ports"])): r["from"] for r in policy["spec"]["ingress"]}
+    clients = {f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for f in rules[("grpc", "http")]}
+    assert clients == {n for n in SERVICES if "qdrant_url" in settings_class(n).model_fields}
+    assert [f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for f in rules[("p2p",)]] == ["qdrant"]
+
+
+def test_helm_qdrant_single_node_and_existing_service(helm: Any) -> None:
+    objects = render(helm, {})
+    (sts,) = objects["StatefulSet"]
+    (qdrant,) = sts["spec"]["template"]["spec"]["containers"]
+    assert (
+        sts["spec"]["replicas"] == 1
+        and "command" not in qdrant
+        and "QDRANT__CLUSTER__ENABLED" not in container_env(sts)
+    )
+    assert "PodDisruptionBudget" not in objects
+    gateway = next(d for d in objects["Deployment"] if component(d) == "gateway")
+    assert not {n for n in container_env(gateway) if n.endswith(("_SHARD_NUMBER", "_REPLICATION_FACTOR", "_API_KEY"))}
+    # A Qdrant already in the namespace: no StatefulSet, the services use its Service.
+    objects = render(helm, {"qdrant": {"inCluster": {"deploy": False, "serviceName": "vectors"}}})
+    assert "StatefulSet" not in objects
+    gateway = next(d for d in objects["Deployment"] if component(d) == "gateway")
+    assert container_env(gateway)["PRISM_GATEWAY_QDRANT_URL"]["value"] == "http://vectors.shop.svc:6333"
+    assert not [p for p in objects["NetworkPolicy"] if component(p) == "qdrant"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"collection": {"replicationFactor": 2, "writeConsistencyFactor": 3}}, "no write could succeed"),
+        ({"collection": {"writeConsistencyFactor": 2}}, "no write could succeed"),
+        ({"inCluster": {"replicas": 3}}, "needs qdrant.inCluster.cluster.enabled"),
+        ({"collection": {"replicationFactor": 2}}, "exceeds qdrant.inCluster.replicas"),
+    ],
+)
+def test_helm_refuses_impossible_qdrant_layouts(helm: Any, overrides: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(complaint)):
+        render(helm, {"qdrant": overrides})
+
+
+def test_helm_trained_models_volume_and_training_job(helm: Any) -> None:
+    from prism.training.train import build_parser
+
+    mount = values()["models"]["mountPath"]
+    objects = render(helm, {"models": {"enabled": True, "training": {"enabled": True, "dataClaim": "catalogs"}}})
+    (claim,) = objects["PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for deployment in objects["Deployment"]:
+        name, pod = component(deployment), deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = container_env(deployment)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        if name not in model_users():
+            assert MODELS_ENV not in env and "models" not in volumes, name
+            continue
+        assert env[MODELS_ENV]["value"] == mount, name
+        assert {"name": "models", "mountPath": mount, "readOnly": True} in container["volumeMounts"], name
+        assert volumes["models"]["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
+        # Held until a trained version is there: the files resolve_version accepts.
+        wait = next(c for c in pod["initContainers"] if c["name"] == "wait-for-models")
+        assert f"test -f {mount}/{MANIFEST_FILE}" in wait["command"][2]
+        assert f"test -f {mount}/{HEAD_WEIGHTS_FILE}" in wait["command"][2]
+        assert wait["image"] == container["image"]
+    (job,) = objects["Job"]
+    pod = job["spec"]["template"]["spec"]
+    (train,) = pod["containers"]
+    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+    assert train["args"][0] == "train"
+    args = build_parser().parse_args(train["args"][1:])  # the options `prism train` really has
+    assert str(args.out) == mount and [str(c) for c in args.catalog] == ["/data/catalogs/hm", "/data/catalogs/myntra"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}  # the writer
+    assert {"name": "models", "mountPath": mount} in train["volumeMounts"]
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "catalogs", "readOnly": True}
+    # An existing claim: mounted as it is, nothing created; no data claim: training refused.
+    objects = render(helm, {"models": {"enabled": True, "existingClaim": "trained", "waitForModels": False}})
+    assert "PersistentVolumeClaim" not in objects and "Job" not in objects
+    gateway = next(d for d in objects["Deployment"] if component(d) == "gateway")["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in gateway["volumes"]}["models"]["persistentVolumeClaim"]["claimName"] == "trained"
+    assert "initContainers" not in gateway
+    with pytest.raises(helm.HelmError, match="dataClaim"):
+        render(helm, {"models": {"enabled": True, "training": {"enabled": True}}})
