@@ -10,7 +10,7 @@ import os
 import random
 import stat
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,6 @@ from tests.media_samples import jpeg
 pytestmark = pytest.mark.unit
 
 Logs = list[MutableMapping[str, Any]]
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    """Every structlog event at any level (the suite's tests run at WARNING), restored afterwards."""
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    try:
-        with structlog.testing.capture_logs() as captured:
-            yield captured
-    finally:
-        structlog.configure(**saved)
 
 
 def photo(seed: int) -> bytes:
