@@ -466,7 +466,7 @@ def print_progress(p: Progress) -> None:
     """One line per report on stderr (rewritten in place on a terminal)."""
     line = (
         f"loadtest {p.phase}: {p.elapsed_s:5.0f}/{p.total_s:.0f} s  {p.requests} requests"
-        f" ({p.req_per_s:.1f}/s)  errors {p.errors}  p50 {p.p50_ms:.0f} ms"
+        f" ({p.req_per_s:.1f}/s)  errors {p.errors}  p50 {'-' if math.isnan(p.p50_ms) else f'{p.p50_ms:.0f}'} ms"
     )
     if sys.stderr.isatty():
         sys.stderr.write(f"\r{line}   ")

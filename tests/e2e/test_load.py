@@ -21,8 +21,9 @@ CLIENTS = 50
 SECONDS = 60.0
 WARMUP = 10.0
 # RSS growth from the end of the warm-up to the end of the run. Measured here (2 shared cores, the
-# 300-product slice): +1% to +4% at the end, peaks up to ~+9% while photo queries are in flight;
-# a leak of a few kB per request would show as tens of percent over ~2,500 requests.
+# 300-product slice, ~2,300 MiB at the start): -0.5% to +3.5% at the end, peaks up to +12% while
+# photo queries are in flight (decoded images, encoder batches). A leak of 100 kB per request
+# would add ~12% over the ~3,000 requests of a run.
 MAX_RSS_GROWTH = 0.15
 KINDS = {"text_en", "text_zh", "filtered", "photo", "similar", "product"}
 
