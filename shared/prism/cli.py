@@ -201,6 +201,8 @@ def cmd_loadtest(args: argparse.Namespace, common: CommonSettings) -> int:
     """N concurrent clients for D seconds against a running gateway; exit 1 on any error."""
     import asyncio
 
+    import httpx
+
     from prism.loadtest import LoadSettings, Mix, Workload, print_progress, run_load, write_json
 
     flags = {
@@ -218,9 +220,12 @@ def cmd_loadtest(args: argparse.Namespace, common: CommonSettings) -> int:
         sys.exit(f"prism loadtest: no query set at {queries}; pass --queries FILE (DESIGN.md query-set format)")
     mix = Mix.parse(args.mix) if args.mix else Mix()
     workload = Workload.from_queries(queries)
-    report = asyncio.run(
-        run_load(settings, workload, mix=mix, rss_pid=args.pid, on_progress=None if args.quiet else print_progress)
-    )
+    try:
+        report = asyncio.run(
+            run_load(settings, workload, mix=mix, rss_pid=args.pid, on_progress=None if args.quiet else print_progress)
+        )
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:  # before the load: gateway down, nothing indexed
+        sys.exit(f"prism loadtest: {settings.url}: {type(exc).__name__}: {exc}")
     print(report.summary(), flush=True)
     if args.json:
         write_json(report, args.json)
