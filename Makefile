@@ -75,10 +75,11 @@ eval-unseen: $(STAMP) ## per catalog and strip mode: train on 70% of the groups,
 	      --models $(EVAL_MODELS)/$$c-$$s --unseen --strip $$s --context 2 --json var/eval/unseen/$$c-$$s.json || exit 1; \
 	done; done
 
-bench: $(STAMP) ## encoders bare vs gRPC, gateway latency at 10k, ingestion path vs bare encoders, ANN at 1M (var/bench/)
+bench: $(STAMP) ## encoders bare vs gRPC, gateway latency at 10k, ingestion path vs bare encoders, ANN at 1M, 50 clients x 60 s (var/bench/)
 	$(PY) -m prism.bench --out var/bench
 	$(PY) -m prism.bench_ingest --out var/bench
 	$(PY) -m prism.bench_ann --n 1000000 --out var/bench
+	$(PY) -m prism.bench_load --out var/bench
 
 up: ## where Docker runs: the distributed stack (docker-compose.yml; trains once into its models volume), then the seed smoke test
 	docker compose build

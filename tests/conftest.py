@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,18 @@ def indexed_suite(suite, myntra_slice: Path):  # type: ignore[no-untyped-def]
     report = suite.ingest(Catalog.open(myntra_slice), show_progress=False)
     assert report.indexed + report.unchanged == SLICE_SIZE, report.summary()
     return suite
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event of any level, from any thread (the suite runs at WARNING), as dicts;
+    the logging configuration is restored afterwards."""
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(**saved)

@@ -31,6 +31,7 @@ from prism.storage import ObjectStore
 from prism.vectors import normalized_mean
 
 from .ranking import Fused, weighted_rrf
+from .retention import QueryMedia
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -144,6 +145,8 @@ class SearchCore:
         self.video = video
         self.video_limits = VideoLimits(max_bytes=settings.max_video_bytes)
         self.image_limits = ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+        # Query photos/videos: logged as size, type and hash only; kept only if a setting asks.
+        self.query_media = QueryMedia.from_settings(settings)
         self.lexical: Bm25Encoder | None = None
         self.translator: QueryTranslator | None = None
         # The list weights ``prism train`` chose on validation for an index with a ``shared`` vector.
@@ -574,10 +577,11 @@ class SearchCore:
 
     def _search_image(self, data: bytes, opts: SearchOptions) -> SearchResult:
         t0 = time.perf_counter()
+        digest = self.query_media.record("image", data)  # before the probe: refused uploads are logged too
         probe_image(data, self.image_limits)  # refuse bad uploads before they reach the encoder
         enc = self._embed_one(self.image, data)
         retrieve = self._with_kind(self._single("image", enc.native), enc.shared, opts)
-        return self._run(retrieve, opts, ["image", hashlib.sha256(data).hexdigest()], start=t0)
+        return self._run(retrieve, opts, ["image", digest], start=t0)
 
     def _embed_one(self, client: EncoderClient, data: bytes) -> Encoded:
         # a shopper's photo or clip: not cached by the encoder, never logged (only size and hash)
@@ -592,10 +596,11 @@ class SearchCore:
         t0 = time.perf_counter()
         if self.video is None:
             raise InvalidInput("video search is not available in this deployment", code="unsupported_modality")
+        digest = self.query_media.record("video", data)
         probe_video(data, self.video_limits)  # refuse bad uploads before they reach the encoder
         enc = self._embed_one(self.video, data)
         vec = enc.native
-        fp = ["video", hashlib.sha256(data).hexdigest()]
+        fp = ["video", digest]
         if "video" not in self.index.dense_names():
             return self._run(self._with_kind(self._single("image", vec), enc.shared, opts), opts, fp, start=t0)
         pooled = normalized_mean(vec.reshape(-1, vec.shape[-1]))

@@ -65,6 +65,7 @@ class Gateway:
             if self._thread is not None:
                 self._thread.join(timeout=10)
         self.grpc.stop()
+        self.core.query_media.close()
         self.core.text.close()
         self.core.image.close()
         if self.core.video is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from prism.index import IndexedServiceSettings
@@ -25,6 +26,11 @@ class Settings(IndexedServiceSettings):
     max_query_chars: int = 1_000
     max_upload_bytes: int = 20 * 2**20
     max_image_pixels: int = 40_000_000
+    # Query photos and videos are never stored: only their size, type and sha256 are logged. For
+    # debugging, a folder here keeps each one named by its hash, within these bounds (oldest removed).
+    retain_query_media_dir: Path | None = None
+    retain_query_media_max_files: int = Field(default=1000, ge=1)
+    retain_query_media_max_bytes: int = Field(default=2**30, ge=1)
     # Attribute that groups colour variants of one product (H&M's product_code).
     group_attribute: str = "product_code"
     facet_attributes: tuple[str, ...] = ("type", "colour")

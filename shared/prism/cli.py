@@ -1,4 +1,4 @@
-"""The ``prism`` command: demo, ingest, eval, serve (DESIGN.md "Command line")."""
+"""The ``prism`` command: demo, ingest, eval, serve, loadtest (DESIGN.md "Command line")."""
 
 from __future__ import annotations
 
@@ -198,6 +198,42 @@ def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
     return 0
 
 
+def cmd_loadtest(args: argparse.Namespace, common: CommonSettings) -> int:
+    """N concurrent clients for D seconds against a running gateway; exit 1 on any error."""
+    import asyncio
+
+    import httpx
+
+    from prism.loadtest import LoadSettings, Mix, Workload, print_progress, run_load, write_json
+
+    flags = {
+        "url": args.url,
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "warmup_s": args.warmup,
+        "timeout_s": args.timeout,
+        "think_s": args.think,
+    }
+    # Flags given override PRISM_LOADTEST_* (the API key only comes from there: argv is visible in ps).
+    settings = LoadSettings(**{k: v for k, v in flags.items() if v is not None})
+    queries = args.queries or common.data_dir / "catalogs" / "myntra-queries.jsonl"
+    if not queries.is_file():
+        sys.exit(f"prism loadtest: no query set at {queries}; pass --queries FILE (DESIGN.md query-set format)")
+    mix = Mix.parse(args.mix) if args.mix else Mix()
+    workload = Workload.from_queries(queries)
+    try:
+        report = asyncio.run(
+            run_load(settings, workload, mix=mix, rss_pid=args.pid, on_progress=None if args.quiet else print_progress)
+        )
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:  # before the load: gateway down, nothing indexed
+        sys.exit(f"prism loadtest: {settings.url}: {type(exc).__name__}: {exc}")
+    print(report.summary(), flush=True)
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0 if report.errors == 0 and report.warmup_errors == 0 else 1
+
+
 def cmd_serve(args: argparse.Namespace, common: CommonSettings) -> int:
     import importlib
 
@@ -265,6 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(each text kind twice: without, and as <kind>+rerank with)",
     )
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("loadtest", help="N concurrent clients for D seconds against a gateway's HTTP API")
+    p.add_argument("--url", help="gateway base URL (default $PRISM_LOADTEST_URL or http://127.0.0.1:8080)")
+    p.add_argument("--clients", type=int, help="concurrent clients (default 50)")
+    p.add_argument("--seconds", type=float, help="measured duration after the warm-up (default 60)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds, counted apart (default 10)")
+    p.add_argument("--timeout", type=float, help="per-request timeout in seconds; slower is an error (default 30)")
+    p.add_argument("--think", type=float, help="mean think time between a client's requests, seconds (default 0)")
+    p.add_argument("--queries", type=Path, help="query set for texts and photos (default: the Myntra query set)")
+    p.add_argument("--mix", help="request weights, e.g. text_en=0.3,text_zh=0.15,photo=0.1,video=0.02")
+    p.add_argument("--pid", type=int, help="sample this local process's RSS instead of the gateway's /metrics")
+    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(fn=cmd_loadtest)
 
     # `prism train ...` is handed whole to prism.training.train (its own options and --help); listed here for help.
     sub.add_parser("train", help="learn the image->text projection on catalogs' (photo, text) pairs", add_help=False)

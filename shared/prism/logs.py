@@ -7,6 +7,7 @@ line of one request carries it, across gRPC (metadata ``x-request-id``) and Cele
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import uuid
@@ -43,6 +44,14 @@ def clear_request_context() -> None:
     structlog.contextvars.clear_contextvars()
 
 
+def _exception_formatter(colors: bool) -> structlog.typing.ExceptionRenderer:
+    """Tracebacks without local variables: structlog's rich default prints every frame's locals,
+    which in the gateway are a shopper's query photo or video (never logged: only size, type, hash)."""
+    if importlib.util.find_spec("rich") is not None:
+        return structlog.dev.RichTracebackFormatter(show_locals=False, color_system="truecolor" if colors else None)
+    return structlog.dev.plain_traceback
+
+
 def setup_logging(level: str = "INFO", fmt: LogFormat = "auto", *, force: bool = False) -> None:
     """Configure structlog and the stdlib root logger (idempotent unless ``force``)."""
     global _configured
@@ -54,8 +63,11 @@ def setup_logging(level: str = "INFO", fmt: LogFormat = "auto", *, force: bool =
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    colors = sys.stderr.isatty()
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=_exception_formatter(colors))
     )
     structlog.configure(
         processors=[
