@@ -186,7 +186,34 @@ def bench_video(common: CommonSettings, clips_dir: Path, n_clips: int) -> dict[s
     }
 
 
-def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_queries: int) -> dict[str, Any]:
+def bench_reranker(common: CommonSettings) -> tuple[Any, str]:
+    """The trained reranker of the models folder in use, else the same network untrained: the
+    latency is the same (same layers, same tokens), only the ranking differs."""
+    from prism.models.reranker import Reranker, RerankerConfig, load_reranker, new_cross_encoder
+
+    if common.models_dir is not None:
+        trained = load_reranker(common.models_dir, common.cache_dir)
+        if trained is not None:
+            return trained, "trained"
+    config = RerankerConfig()
+    model, tokens = new_cross_encoder(config, common.cache_dir)
+    model.eval()
+    reranker = Reranker(model, tokens, config, {})
+    reranker.score(["warm up"] * 16, ["type: dress; colour: blue"] * 16)
+    return reranker, "untrained (same network and cost)"
+
+
+def bench_gateway(
+    common: CommonSettings,
+    catalog: Catalog,
+    n_products: int,
+    n_queries: int,
+    reranker: Any = None,
+    photo: bool = True,
+) -> dict[str, Any]:
+    """Search latency over HTTP at ``n_products``: text (first stage only), text reranked (with
+    ``reranker``: the budget lifted so every query pays for it, and again under the default budget,
+    counting the skips) and photo queries, interleaved so every kind sees the same machine."""
     import httpx
 
     from prism.embedded import start_suite
@@ -216,21 +243,38 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
                 items.append((f"{p.id}-{i}", vecs, payload))
             index.upsert(items)
         words = ["blue", "black", "red", "white", "dress", "shirt", "shoes", "bag", "watch", "jeans", "kurta", "top"]
-        photo = catalog.media_path(records[0].images[0]).read_bytes()
-        lat: dict[str, list[float]] = {"text": [], "image": []}
+        photo_bytes = catalog.media_path(records[0].images[0]).read_bytes()
+        lat: dict[str, list[float]] = {"text": []}
+        skipped = 0
+        core = suite.gateway.core
+        default_settings = core.settings
+        if reranker is not None:
+            core.reranker = reranker
+            lat["text+rerank"], lat["text+rerank, default budget"] = [], []
+        if photo:
+            lat["image"] = []
         with httpx.Client(base_url=suite.url, timeout=60) as client:
+
+            def timed(kind: str, **kwargs: Any) -> dict[str, Any]:
+                t0 = time.perf_counter()
+                r = client.post("/v1/search", **kwargs)
+                lat[kind].append((time.perf_counter() - t0) * 1000)
+                r.raise_for_status()
+                return dict(r.json())
+
             for i in range(n_queries):
                 text = " ".join(random.Random(i).sample(words, 2)) + f" {i}"
-                t0 = time.perf_counter()
-                r = client.post("/v1/search", json={"text": text, "k": 20})
-                lat["text"].append((time.perf_counter() - t0) * 1000)
-                r.raise_for_status()
-                t0 = time.perf_counter()
-                r = client.post("/v1/search", files={"image": ("q.jpg", photo)}, data={"k": "20"})
-                lat["image"].append((time.perf_counter() - t0) * 1000)
-                r.raise_for_status()
+                timed("text", json={"text": text, "k": 20, "rerank": False})
+                if reranker is not None:
+                    core.settings = default_settings.model_copy(update={"rerank_budget_ms": 1e9})
+                    assert timed("text+rerank", json={"text": text, "k": 20, "rerank": True})["reranked"]
+                    core.settings = default_settings
+                    body = timed("text+rerank, default budget", json={"text": text, "k": 20, "rerank": True})
+                    skipped += body.get("rerank_skipped") == "latency_budget"
+                if photo:
+                    timed("image", files={"image": ("q.jpg", photo_bytes)}, data={"k": "20"})
         count = index.count()
-    return {
+    out: dict[str, Any] = {
         kind: {
             "products": count,
             "n": len(v),
@@ -239,6 +283,11 @@ def bench_gateway(common: CommonSettings, catalog: Catalog, n_products: int, n_q
         }
         for kind, v in lat.items()
     }
+    if reranker is not None:
+        out["text+rerank, default budget"]["skipped"] = skipped
+        out["text+rerank, default budget"]["budget_ms"] = default_settings.rerank_budget_ms
+        out["text+rerank"]["head"] = default_settings.rerank_head
+    return out
 
 
 def main() -> None:
@@ -250,6 +299,8 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clips", type=int, default=80)
+    parser.add_argument("--rerank-products", default="10000,100000", help="catalog sizes of the rerank latency runs")
+    parser.add_argument("--rerank-queries", type=int, default=40)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -261,6 +312,15 @@ def main() -> None:
         "encoders": bench_encoders(common, catalog, args.images, args.texts),
         "video": bench_video(common, common.data_dir / "catalogs" / "myntra-clips", args.clips),
         "gateway": bench_gateway(common, catalog, args.products, args.queries),
+    }
+    reranker, weights = bench_reranker(common)
+    result["rerank"] = {
+        "weights": weights,
+        "sizes": {
+            n: bench_gateway(common, catalog, int(n), args.rerank_queries, reranker=reranker, photo=False)
+            for n in args.rerank_products.split(",")
+            if n
+        },
     }
     print(f"{'encoder':<8}{'model':<32}{'bare/s':>10}{'gRPC/s':>10}{'ratio':>8}")
     for kind, m in result["encoders"].items():
@@ -280,6 +340,12 @@ def main() -> None:
     print(f"\n{'search':<8}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for kind, m in result["gateway"].items():
         print(f"{kind:<8}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}")
+    print(f"\nreranker ({result['rerank']['weights']}): text search latency with and without it")
+    print(f"{'search':<30}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}{'skipped':>9}")
+    for sized in result["rerank"]["sizes"].values():
+        for kind, m in sized.items():
+            skip = f"{m['skipped']}/{m['n']}" if "skipped" in m else ""
+            print(f"{kind:<30}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}{skip:>9}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "foundation.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out / 'foundation.json'}")
