@@ -1,0 +1,79 @@
+"""Several ingest apps in one process (a test session, ``prism ingest`` then ``prism eval``): each
+app's task runs against that app's own settings, store and broker, and no warning is raised."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from prism.encoding import EncoderClient
+from prism.fusion import FusionClient
+from prism.storage import FolderStore
+from services.ingest.app import SYNC_TASK, IngestApp, create_app
+from services.ingest.settings import Settings
+from services.ingest.tasks import Resources, resources, use_resources
+
+pytestmark = pytest.mark.unit
+
+# Nothing listens here: the cases below never reach an encoder or the fusion service.
+NOWHERE = "127.0.0.1:9"
+
+
+def _app(tag: str, store_root: Path) -> tuple[IngestApp, list[Callable[[], None]]]:
+    # Queue names of its own: the in-memory transport's queues are shared by the whole process.
+    app = create_app(
+        Settings(
+            broker_url="memory://",
+            text_queue=f"{tag}.text",
+            media_queue=f"{tag}.media",
+            dead_letter_exchange=f"{tag}.dlx",
+            dead_letter_queue=f"{tag}.dead",
+            outcomes_exchange=f"{tag}.outcomes",
+            events_exchange=f"{tag}.events",
+            events_queue=f"{tag}.events",
+        )
+    )
+    text, image, fusion = EncoderClient(NOWHERE), EncoderClient(NOWHERE), FusionClient(NOWHERE)
+    use_resources(app, Resources(text=text, image=image, fusion=fusion, store=FolderStore(store_root), video=None))
+    return app, [text.close, image.close, fusion.close]
+
+
+@pytest.fixture
+def two_apps(tmp_path: Path) -> Iterator[tuple[IngestApp, IngestApp]]:
+    first, close_first = _app("first", tmp_path / "first")
+    second, close_second = _app("second", tmp_path / "second")
+    yield first, second
+    for close in (*close_first, *close_second):
+        close()
+
+
+def _dead_letters(app: IngestApp) -> list[dict[str, object]]:
+    out = []
+    with app.connection_for_write() as conn:
+        ch = conn.default_channel
+        while (msg := ch.basic_get(app.settings.dead_letter_queue, no_ack=True)) is not None:
+            out.append(json.loads(msg.body))
+    return out
+
+
+def test_each_app_runs_its_own_task_against_its_own_store_and_broker(two_apps: tuple[IngestApp, IngestApp]) -> None:
+    first, second = two_apps
+    # Finalizing is where Celery used to hand the later app the earlier app's task (and warn).
+    first.finalize()
+    second.finalize()
+    assert first.tasks[SYNC_TASK] is not second.tasks[SYNC_TASK]
+    assert first.tasks[SYNC_TASK].app is first and second.tasks[SYNC_TASK].app is second
+    # Only the second app's store holds a (broken) record of product p1.
+    second_store = resources(second).store
+    second_store.put("products/p1.json", b"not json", "application/json")
+    # From the media queue, a product without a record is skipped: no encoder or fusion call.
+    got_first = first.tasks[SYNC_TASK].apply(kwargs={"product_id": "p1", "source": "media", "media": True}).get()
+    assert got_first["outcome"] == "skipped", got_first
+    got_second = second.tasks[SYNC_TASK].apply(kwargs={"product_id": "p1", "source": "media", "media": True}).get()
+    assert got_second["outcome"] == "failed" and got_second["code"] == "invalid_record", got_second
+    # The failure is parked on the second app's dead-letter queue, not the first's.
+    assert [d["product_id"] for d in _dead_letters(second)] == ["p1"]
+    assert _dead_letters(first) == []
