@@ -4,17 +4,23 @@ app's task runs against that app's own settings, store and broker, and no warnin
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from prism.encoding import EncoderClient
+from prism.events import RUN_METADATA, build_event
 from prism.fusion import FusionClient
 from prism.storage import FolderStore
 from services.ingest.app import SYNC_TASK, IngestApp, create_app
 from services.ingest.settings import Settings
+from services.ingest.submit import EventPublisher, run_queue
 from services.ingest.tasks import Resources, resources, use_resources
+from services.ingest.worker import AppThreadPool, EmbeddedWorker
 
 pytestmark = pytest.mark.unit
 
@@ -77,3 +83,52 @@ def test_each_app_runs_its_own_task_against_its_own_store_and_broker(two_apps: t
     # The failure is parked on the second app's dead-letter queue, not the first's.
     assert [d["product_id"] for d in _dead_letters(second)] == ["p1"]
     assert _dead_letters(first) == []
+
+
+def test_an_embedded_worker_runs_its_own_apps_task(two_apps: tuple[IngestApp, IngestApp]) -> None:
+    """The worker thread's pool looks tasks up in its own app, not in Celery's process default."""
+    first, second = two_apps
+    first.finalize()  # an earlier app in the process, as the first of two test modules leaves behind
+    second.declare_topology()
+    worker = EmbeddedWorker(second, concurrency=2)
+    worker.start()
+    try:
+        got = _run_one(second, "media/p2/front.jpg")
+    finally:
+        worker.stop()
+    # no record in the second app's store: skipped (looked up in Celery's default app, the task never ran)
+    assert [(o["run"], o["product_id"], o["outcome"]) for o in got] == [("r2", "p2", "skipped")], got
+
+
+def _run_one(app: IngestApp, key: str) -> list[dict[str, Any]]:
+    """Publish one S3 event of run ``r2`` and wait for its outcome, as ``prism ingest`` does."""
+    queue: Any = run_queue(app, "r2")  # kombu is untyped
+    got: list[dict[str, Any]] = []
+    with app.connection_for_write() as conn:
+        ch = conn.default_channel
+        queue.bind(ch).declare()
+        EventPublisher(app).publish([build_event("created", "local", key, metadata={RUN_METADATA: "r2"})])
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            if (msg := ch.basic_get(queue.name, no_ack=True)) is None:
+                time.sleep(0.02)
+            else:
+                got.append(json.loads(msg.body))
+    return got
+
+
+def test_an_error_outside_a_task_body_is_logged_not_lost(two_apps: tuple[IngestApp, IngestApp]) -> None:
+    first, _ = two_apps
+    pool = AppThreadPool(1, app=first)
+
+    def broken() -> None:
+        raise KeyError("prism.ingest.nope")
+
+    with capture_logs() as logs:
+        pool.apply_async(broken)
+        deadline = time.monotonic() + 10
+        while not logs and time.monotonic() < deadline:
+            time.sleep(0.01)
+    pool.stop()
+    assert [(e["event"], e["log_level"]) for e in logs] == [("ingest.task_not_run", "error")], logs
+    assert "prism.ingest.nope" in logs[0]["error"]
