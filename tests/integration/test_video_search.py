@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import grpc
 import httpx
 import numpy as np
@@ -19,25 +18,9 @@ from prism.catalog import Catalog
 from prism.gen.common.v1 import types_pb2
 from prism.gen.search.v1 import search_pb2, search_pb2_grpc
 from prism.training.clips import synthesize_clip
+from tests.media_samples import mp4_of
 
 pytestmark = pytest.mark.integration
-
-
-def mp4_of(frames: list[Image.Image], fps: int = 12) -> bytes:
-    buf = io.BytesIO()
-    w, h = frames[0].size
-    w, h = w - w % 2, h - h % 2
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.codec_context.gop_size = 4
-        for f in frames:
-            frame = av.VideoFrame.from_ndarray(np.asarray(f.convert("RGB").resize((w, h))), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
