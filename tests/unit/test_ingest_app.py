@@ -65,6 +65,15 @@ def _dead_letters(app: IngestApp) -> list[dict[str, object]]:
     return out
 
 
+def _apply(app: IngestApp, **kwargs: Any) -> dict[str, str]:
+    """Run the app's task here, eagerly. Not ``.get()``: once any worker has run in this process,
+    Celery refuses that as "result.get() within a task" (a process-wide flag its pool step sets)."""
+    res = app.tasks[SYNC_TASK].apply(kwargs=kwargs)
+    assert res.successful(), res.traceback
+    out: dict[str, str] = res.result
+    return out
+
+
 def test_each_app_runs_its_own_task_against_its_own_store_and_broker(two_apps: tuple[IngestApp, IngestApp]) -> None:
     first, second = two_apps
     # Finalizing is where Celery used to hand the later app the earlier app's task (and warn).
@@ -76,9 +85,9 @@ def test_each_app_runs_its_own_task_against_its_own_store_and_broker(two_apps: t
     second_store = resources(second).store
     second_store.put("products/p1.json", b"not json", "application/json")
     # From the media queue, a product without a record is skipped: no encoder or fusion call.
-    got_first = first.tasks[SYNC_TASK].apply(kwargs={"product_id": "p1", "source": "media", "media": True}).get()
+    got_first = _apply(first, product_id="p1", source="media", media=True)
     assert got_first["outcome"] == "skipped", got_first
-    got_second = second.tasks[SYNC_TASK].apply(kwargs={"product_id": "p1", "source": "media", "media": True}).get()
+    got_second = _apply(second, product_id="p1", source="media", media=True)
     assert got_second["outcome"] == "failed" and got_second["code"] == "invalid_record", got_second
     # The failure is parked on the second app's dead-letter queue, not the first's.
     assert [d["product_id"] for d in _dead_letters(second)] == ["p1"]
