@@ -32,7 +32,7 @@ def _app(tag: str, store_root: Path) -> tuple[IngestApp, list[Callable[[], None]
     # Queue names of its own: the in-memory transport's queues are shared by the whole process.
     app = create_app(
         Settings(
-            broker_url="memory://",
+            broker_url="memory://localhost/",  # with a host: kombu warns about a bare memory://
             text_queue=f"{tag}.text",
             media_queue=f"{tag}.media",
             dead_letter_exchange=f"{tag}.dlx",
