@@ -83,3 +83,24 @@ def odd_images() -> dict[str, bytes]:
         "one_pixel": png(Image.new("RGB", (1, 1), (10, 200, 10))),
         "animated_gif": animated_gif(),
     }
+
+
+def mp4_of(frames: list[Image.Image], fps: int = 12) -> bytes:
+    """An H.264 MP4 of the frames (even-sized, as yuv420p needs)."""
+    import av  # here, not at the top: the unit tests that use the photos above need no PyAV
+    import numpy as np
+
+    buf = io.BytesIO()
+    w, h = frames[0].size
+    w, h = w - w % 2, h - h % 2
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.gop_size = 4
+        for f in frames:
+            frame = av.VideoFrame.from_ndarray(np.asarray(f.convert("RGB").resize((w, h))), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()

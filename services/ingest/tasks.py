@@ -18,6 +18,7 @@ import hashlib
 import json
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +60,15 @@ class Resources:
         return self.models
 
 
-_resources: dict[int, Resources] = {}
+# Keyed by the app itself, weakly, not by id(app): once an app is collected its id may be reused by
+# the next app created in the process, which would then inherit clients to the old app's services.
+_resources: weakref.WeakKeyDictionary[IngestApp, Resources] = weakref.WeakKeyDictionary()
 _resources_lock = threading.Lock()
 
 
 def resources(app: IngestApp) -> Resources:
     with _resources_lock:
-        res = _resources.get(id(app))
+        res = _resources.get(app)
         if res is None:
             s = app.settings
             res = Resources(
@@ -77,14 +80,14 @@ def resources(app: IngestApp) -> Resources:
                 if s.video_encoder_address
                 else None,
             )
-            _resources[id(app)] = res
+            _resources[app] = res
         return res
 
 
 def use_resources(app: IngestApp, res: Resources) -> None:
     """Run this app's tasks against given clients (the embedded suite passes its own)."""
     with _resources_lock:
-        _resources[id(app)] = res
+        _resources[app] = res
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,12 @@ def dead_letter(app: IngestApp, body: dict[str, Any]) -> None:
 def register(app: IngestApp) -> None:
     s = app.settings
 
-    @app.task(bind=True, name=SYNC_TASK, max_retries=s.max_retries, acks_late=True)  # type: ignore[untyped-decorator]
+    # shared=False: Celery's default (shared=True) also files every decorated function in a
+    # process-wide list that is replayed into each app finalized later, so a second app in one
+    # process (a test session, prism eval after prism ingest) would get the first app's closure,
+    # bound to the first app's settings, clients, store and broker, and warn that the name is
+    # taken (DuplicateTaskNameWarning). This closure belongs to this app only.
+    @app.task(bind=True, name=SYNC_TASK, max_retries=s.max_retries, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
     def sync_product(
         self: Task,
         product_id: str,

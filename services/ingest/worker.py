@@ -4,14 +4,50 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
 
 from .app import IngestApp
 
 log = structlog.get_logger(__name__)
+
+
+class AppThreadPool(ThreadTaskPool):  # type: ignore[misc]
+    """Celery's thread pool whose threads run tasks with the worker's own app as current app.
+
+    A worker started without the ``celery worker`` command (which makes its app the process
+    default) runs each task through ``celery.app.trace.trace_task_ret``, which looks the task up
+    by name in ``current_app``; in a fresh pool thread that is Celery's process-wide default app,
+    not this worker's.  The default app only knew the task through Celery's process-wide list of
+    shared tasks, i.e. some other ingest app's copy: a second ingest app in one process ran the
+    first one's task (its store, clients and broker), and without that list the task is unknown
+    and the message is dropped.  Per thread, so two embedded workers in a process never mix.
+    """
+
+    executor: ThreadPoolExecutor
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.executor.shutdown(wait=False)  # the base pool's executor: no thread started yet
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.limit, thread_name_prefix="ingest-task", initializer=self.app.set_current
+        )
+
+    def on_apply(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().on_apply(*args, **kwargs)
+        # An error outside the task body (an unknown task name, a message that does not decode)
+        # ends in this future, which Celery never reads: the message would vanish without a word.
+        result.f.add_done_callback(_log_pool_error)
+        return result
+
+
+def _log_pool_error(future: Future[Any]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.error("ingest.task_not_run", error=repr(exc))
 
 
 def worker_argv(app: IngestApp, *, hostname: str | None = None, loglevel: str = "INFO") -> list[str]:
@@ -51,7 +87,7 @@ class EmbeddedWorker:
         self.app.finalize()
         self._controller = self.app.WorkController(
             app=self.app,
-            pool_cls="threads",
+            pool_cls=AppThreadPool,
             concurrency=self.concurrency,
             queues=[s.text_queue, s.media_queue],
             loglevel="WARNING",

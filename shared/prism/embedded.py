@@ -9,6 +9,7 @@ and the benchmarks.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,8 +83,19 @@ class EmbeddedSuite:
         from services.ingest.tasks import Resources, use_resources
         from services.ingest.worker import EmbeddedWorker
 
+        # Names of this suite's own: kombu's in-memory transport keeps one set of queues for the
+        # whole process, so two suites' workers would otherwise take each other's tasks.
+        tag = uuid.uuid4().hex[:8]
         settings = IngestSettings(
             broker_url="memory://localhost/",
+            events_exchange=f"prism.{tag}.s3-events",
+            events_queue=f"prism.{tag}.s3-events",
+            tasks_exchange=f"prism.{tag}.tasks",
+            text_queue=f"prism.{tag}.text",
+            media_queue=f"prism.{tag}.media",
+            dead_letter_exchange=f"prism.{tag}.dlx",
+            dead_letter_queue=f"prism.{tag}.dead",
+            outcomes_exchange=f"prism.{tag}.outcomes",
             text_encoder_address=self.encoders["text-encoder"].address,
             image_encoder_address=self.encoders["image-encoder"].address,
             video_encoder_address=self.encoders["video-encoder"].address,

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from prism.devservers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
-from tests.media_samples import bad_images, jpeg
+from tests.media_samples import bad_images, jpeg, mp4_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -175,6 +175,7 @@ def pipeline(suite: Any, image_encoder: Any, seaweed: SeaweedFS, broker_url: str
         "PRISM_INGEST_BROKER_URL": broker_url,
         "PRISM_INGEST_TEXT_ENCODER_ADDRESS": suite.encoders["text-encoder"].address,
         "PRISM_INGEST_IMAGE_ENCODER_ADDRESS": image_encoder.address,
+        "PRISM_INGEST_VIDEO_ENCODER_ADDRESS": suite.encoders["video-encoder"].address,
         "PRISM_INGEST_FUSION_ADDRESS": fusion.address,
         "PRISM_INGEST_METRICS_PORT": "0",
         "PRISM_INGEST_CONCURRENCY": "4",
@@ -270,6 +271,58 @@ def test_happy_path_update_and_delete(pipeline: Pipeline, myntra_slice: Path, tm
         # kept, not recomputed (Qdrant re-normalises cosine vectors on upsert: equal to rounding)
         assert np.allclose(after[pid]["image"], before[pid]["image"], atol=1e-6)
         assert not np.allclose(after[pid]["text"], before[pid]["text"], atol=1e-3)
+    assert pipeline.dead_letters() == []
+
+
+def test_product_videos_are_fetched_from_s3_and_encoded_by_a_worker_process(
+    pipeline: Pipeline, suite: Any, myntra_slice: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """Products with videos on the distributed path: the uploader puts the videos in SeaweedFS, a
+    worker process fetches them and has the video encoder encode them over gRPC into the index."""
+    from PIL import Image
+
+    from prism.catalog import Catalog
+    from prism.training.clips import synthesize_clip
+    from prism.vectors import normalized_mean
+
+    src = Catalog.open(myntra_slice)
+    products = list(src.products())[:3]
+    root = tmp_path / "cat"
+    (root / "videos").mkdir(parents=True)
+    (root / "images").mkdir()
+    reel = (shared_data / "videos" / "reel-b.mp4").read_bytes()
+    lines = []
+    for i, p in enumerate(products):
+        rec = {**p.to_record(), "videos": [f"videos/{p.id}.mp4"]}
+        if i == 0:  # a real phone video and no photo: the video is all the index can know it by
+            (root / "videos" / f"{p.id}.mp4").write_bytes(reel)
+            rec["images"] = []
+        else:
+            with Image.open(src.media_path(p.images[0])) as im:
+                photo = im.convert("RGB")
+            (root / "videos" / f"{p.id}.mp4").write_bytes(mp4_of(synthesize_clip(photo, np.random.default_rng(i))))
+            photo.save(root / "images" / f"{p.id}.jpg")
+            rec["images"] = [f"images/{p.id}.jpg"]
+        lines.append(json.dumps(rec))
+    (root / "products.jsonl").write_text("\n".join(lines) + "\n")
+    ids = [p.id for p in products]
+    pipeline.start_worker()
+    s = _submit(pipeline, root).summary()
+    assert s["indexed"] == 3 and s["failed"] == 0 and s["missing"] == 0, s
+    # the uploader put the video in the bucket under the product's media and the record names it
+    record = json.loads(pipeline.store.get(f"products/{ids[0]}.json", 2**20))
+    assert record["videos"] == [f"media/{ids[0]}/{ids[0]}.mp4"] and record["images"] == []
+    assert pipeline.store.get(record["videos"][0], 2**26) == reel
+    got = pipeline.index.vectors(ids, ["video", "image"])
+    assert set(got[ids[0]]) == {"video"}, "the video-only product is indexed by its video"
+    assert all(set(got[pid]) == {"video", "image"} for pid in ids[1:]), {p: set(v) for p, v in got.items()}
+    # it is that video's vector, and the same real video as a query finds the product first
+    [enc] = suite.gateway.core.video.embed_media_encoded([reel], timeout=120, ephemeral=True)
+    assert not isinstance(enc, Exception), enc
+    query = normalized_mean(enc.native.reshape(-1, enc.native.shape[-1]))
+    stored = got[ids[0]]["video"].reshape(-1)
+    assert float(stored @ query / np.linalg.norm(stored)) > 0.999
+    assert [h.product_id for h in pipeline.index.search("video", query, limit=3)][0] == ids[0]
     assert pipeline.dead_letters() == []
 
 

@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import grpc
 import httpx
 import numpy as np
@@ -19,25 +18,9 @@ from prism.catalog import Catalog
 from prism.gen.common.v1 import types_pb2
 from prism.gen.search.v1 import search_pb2, search_pb2_grpc
 from prism.training.clips import synthesize_clip
+from tests.media_samples import mp4_of
 
 pytestmark = pytest.mark.integration
-
-
-def mp4_of(frames: list[Image.Image], fps: int = 12) -> bytes:
-    buf = io.BytesIO()
-    w, h = frames[0].size
-    w, h = w - w % 2, h - h % 2
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.codec_context.gop_size = 4
-        for f in frames:
-            frame = av.VideoFrame.from_ndarray(np.asarray(f.convert("RGB").resize((w, h))), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +127,69 @@ def test_products_with_videos_are_indexed_and_found_by_their_video(
         assert r.status_code == 200, r.text
         hits = r.json()["hits"]
         assert hits[0]["id"] == products[0].id and hits[0]["matched"] == "video", hits
+
+
+def test_product_videos_go_through_the_celery_tasks(
+    common_settings: object, myntra_slice: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """``prism ingest``'s event path in-process: the uploader puts the videos in a folder store, S3
+    events reach the Celery tasks (in-memory transport, a real worker thread), which fetch the
+    videos from the store and have the video encoder encode them over gRPC into the index."""
+    from prism.embedded import start_suite
+    from prism.storage import FolderStore
+    from prism.vectors import normalized_mean
+
+    src = Catalog.open(myntra_slice)
+    products = list(src.products())[:6]
+    cat = tmp_path / "catalog"
+    (cat / "videos").mkdir(parents=True)
+    (cat / "images").mkdir()
+    reel = (shared_data / "videos" / "reel-a.mp4").read_bytes()
+    lines = []
+    for i, p in enumerate(products):
+        rec = {**p.to_record(), "videos": [f"videos/{p.id}.mp4"]}
+        if i == 0:  # a real phone video and no photo: the video is all the index can know it by
+            (cat / "videos" / f"{p.id}.mp4").write_bytes(reel)
+            rec["images"] = []
+        else:
+            with Image.open(src.media_path(p.images[0])) as im:
+                photo = im.convert("RGB")
+            (cat / "videos" / f"{p.id}.mp4").write_bytes(mp4_of(synthesize_clip(photo, np.random.default_rng(4 + i))))
+            photo.save(cat / "images" / f"{p.id}.jpg")
+            rec["images"] = [f"images/{p.id}.jpg"]
+        lines.append(json.dumps(rec))
+    (cat / "products.jsonl").write_text("\n".join(lines) + "\n")
+    ids = [p.id for p in products]
+    store_root = tmp_path / "store"
+    with start_suite(common=common_settings, index_path=None, http_port=0) as suite:  # type: ignore[arg-type]
+        report = suite.submit(Catalog.open(cat), store_root=store_root, show_progress=False)
+        s = report.summary()
+        assert s["indexed"] == len(products) and s["failed"] == 0 and s["missing"] == 0, s
+        # every outcome came from the worker's tasks (the run's outcome queue), one per product
+        assert set(report.outcomes) == set(ids) and {o["outcome"] for o in report.outcomes.values()} == {"indexed"}
+        # the uploader carried the videos: the record in the store points at the video's own key
+        store = FolderStore(store_root)
+        first = json.loads(store.get(f"products/{ids[0]}.json", 2**20))
+        assert first["videos"] == [f"media/{ids[0]}/{ids[0]}.mp4"] and first["images"] == []
+        assert store.get(first["videos"][0], 2**26) == reel
+        got = suite.gateway.core.index.vectors(ids, ["video", "image"])
+        assert set(got) == set(ids)
+        assert set(got[ids[0]]) == {"video"}, "the video-only product is indexed by its video"
+        assert all(set(got[pid]) == {"video", "image"} for pid in ids[1:]), {p: set(v) for p, v in got.items()}
+        # and it is that video's vector: the video encoder's pooled vector of the same bytes
+        video = suite.gateway.core.video
+        assert video is not None
+        [enc] = video.embed_media_encoded([reel], timeout=120, ephemeral=True)
+        assert not isinstance(enc, Exception), enc
+        want = normalized_mean(enc.native.reshape(-1, enc.native.shape[-1]))
+        stored = got[ids[0]]["video"].reshape(-1)
+        assert float(stored @ want / np.linalg.norm(stored)) > 0.999
+        # a shopper's search with the same real video finds the product through its video
+        with httpx.Client(base_url=suite.url, timeout=120) as c:
+            r = c.post("/v1/search", files={"video": ("reel-a.mp4", reel, "video/mp4")}, data={"k": "3"})
+        assert r.status_code == 200, r.text
+        hits = r.json()["hits"]
+        assert hits[0]["id"] == ids[0] and hits[0]["matched"] == "video", hits
+        # a second run changes nothing: the media fingerprint covers the videos too
+        again = suite.submit(Catalog.open(cat), store_root=store_root, show_progress=False).summary()
+        assert again["unchanged"] == len(products) and again["indexed"] == 0, again
