@@ -72,7 +72,7 @@ eval-unseen: $(STAMP) ## per catalog and strip mode: train on 70% of the groups,
 	for c in hm myntra; do for s in photo title-photo none; do \
 	  $(VENV)/bin/prism train --catalog $(DATA)/$$c --out $(EVAL_MODELS)/$$c-$$s --test-fraction 0.3 --fit-strip $$s \
 	    && $(VENV)/bin/prism eval --catalog $(DATA)/$$c --queries $(DATA)/$$c-queries.jsonl \
-	      --models $(EVAL_MODELS)/$$c-$$s --unseen --strip $$s --context 2 --json var/eval/unseen/$$c-$$s.json || exit 1; \
+	      --models $(EVAL_MODELS)/$$c-$$s --unseen --strip $$s --context 2 --rerank both --json var/eval/unseen/$$c-$$s.json || exit 1; \
 	done; done
 
 bench: $(STAMP) ## encoders bare vs gRPC, gateway latency at 10k, ingestion path vs bare encoders, ANN at 1M, 50 clients x 60 s (var/bench/)
