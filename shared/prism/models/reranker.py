@@ -150,8 +150,12 @@ def build_cross_encoder(bert: BertModel, config: RerankerConfig) -> nn.Module:
             words = self.bert.embeddings.word_embeddings(ids)
             photo = torch.where(has_image[:, None], self.image_proj(image), self.no_image[None, :])
             embeds = torch.cat([words[:, :1], photo[:, None, :].to(words.dtype), words[:, 2:]], dim=1)
-            out = self.bert(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
-            scores: torch.Tensor = self.score(out).squeeze(-1)
+            hidden_states = self.bert(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            # mean over the pair's tokens: the base model was trained to mean-pool, its [CLS] says
+            # little on its own (scores of a fresh head on [CLS] barely differ between products)
+            m = mask.unsqueeze(-1).to(hidden_states.dtype)
+            pooled = (hidden_states * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+            scores: torch.Tensor = self.score(pooled).squeeze(-1)
             return scores
 
     return CrossEncoder()

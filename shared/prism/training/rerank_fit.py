@@ -39,9 +39,9 @@ class RerankTrainConfig:
     head: int = 20  # candidates reranked per query (the gateway's default head size)
     group: int = 8  # candidates per training group
     groups_per_query: int = 2  # groups sampled per query and epoch
-    epochs: int = 3
-    lr: float = 5e-5  # the pretrained layers
-    lr_new: float = 1e-3  # photo projection and score head
+    epochs: int = 2
+    lr: float = 3e-4  # the pretrained layers
+    lr_new: float = 2e-3  # photo projection and score head
     max_val_queries: int = 120  # per catalog and mode: validation scores every candidate pair
     seed: int = 0
 
@@ -231,7 +231,7 @@ def train_reranker(
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             progress.update(len(batch))
         progress.close()
         val = evaluate(model, tokens, b_sets, cfg.max_val_queries)
