@@ -15,7 +15,6 @@ The key's digest is part of the embedder's model id: vectors from two calibratio
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tempfile
 import threading
@@ -34,6 +33,8 @@ from prism.errors import PrismError
 
 if TYPE_CHECKING:
     from prism.models.efficientnet import EfficientNetLite0
+
+IMAGE_SIZE: Final = 224  # prism.models.efficientnet.IMAGE_SIZE (not imported: that module imports this one lazily)
 
 log = structlog.get_logger(__name__)
 
@@ -151,28 +152,30 @@ class _Features(torch.nn.Module):
 
 
 def _export(model: EfficientNetLite0, path: Path) -> None:
-    """The fp32 feature network as ONNX (opset 17, dynamic batch), NCHW float32 input ``x``."""
+    """The fp32 feature network as ONNX (opset 17, dynamic batch), NCHW float32 224x224 input ``x``.
+
+    The TF "SAME" pads are computed from the input size in Python, so tracing bakes them in for
+    224x224: the only size the encoder feeds (preprocessing always crops to it).
+    """
     import copy
 
     net = _Features(copy.deepcopy(model).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)).eval()
-    example = torch.zeros(2, 3, 224, 224)
-    buf = io.BytesIO()
+    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
     with warnings.catch_warnings():
-        # The TorchScript-based exporter (dynamo=False) needs no onnxscript and handles the
-        # shape-dependent "SAME" padding; torch 2.14 flags it deprecated in favour of dynamo export.
+        # The TorchScript-based exporter (dynamo=False) needs no onnxscript; torch 2.14 flags it
+        # deprecated.  Its tracer warns about the pad sizes becoming constants: intended (above).
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python")
         torch.onnx.export(
             net,
             (example,),
-            buf,
+            str(path),
             input_names=["x"],
             output_names=["features"],
             dynamic_axes={"x": {0: "n"}, "features": {0: "n"}},
             opset_version=17,
             dynamo=False,
         )
-    path.write_bytes(buf.getvalue())
 
 
 def _quantize(fp32_path: Path, out: Path, photos: Sequence[Path], work: Path) -> None:
@@ -185,7 +188,7 @@ def _quantize(fp32_path: Path, out: Path, photos: Sequence[Path], work: Path) ->
     quantize_static(
         str(pre),
         str(out),
-        _Feed("x", photos),  # type: ignore[arg-type]
+        _Feed("x", photos),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,

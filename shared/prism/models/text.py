@@ -175,7 +175,7 @@ def quantize_int8(model: BertModel) -> BertModel:
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated", category=UserWarning)
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        quantized: BertModel = quantize_dynamic(
+        quantized: BertModel = quantize_dynamic(  # type: ignore[no-untyped-call]  # torch.ao has no annotations
             model, {name: per_channel_dynamic_qconfig for name in names}, dtype=torch.qint8, inplace=True
         )
     return quantized
