@@ -410,7 +410,7 @@ class ImageEmbedder:
             return feats.float().cpu()
 
 
-_cache: dict[tuple[str, int, str], ImageEmbedder] = {}
+_cache: dict[tuple[str, int, str, tuple[str, ...]], ImageEmbedder] = {}
 _cache_lock = threading.Lock()
 
 
@@ -442,7 +442,8 @@ def load_image_embedder(
         torch.set_num_threads(threads)
     dev = _pick_device(device)
     check_device(precision, dev, what="image model")
-    key = (str(dev), batch_size, precision)
+    # int8 embedders calibrated on other photos are other networks
+    key = (str(dev), batch_size, precision, tuple(str(p) for p in calibration) if precision == "int8" else ())
     with _cache_lock:
         embedder = _cache.get(key)
         if embedder is None:
