@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prism.models.protocols import ImageModel
@@ -20,7 +21,25 @@ def load(settings: Settings, common: CommonSettings) -> ImageModel:
         return clip_towers(common.clip_checkpoint, common.device)[1]
     from prism.models.efficientnet import load_image_embedder
 
-    return load_image_embedder(device=common.device, batch_size=settings.max_batch, threads=settings.threads)
+    return load_image_embedder(
+        device=common.device,
+        batch_size=settings.max_batch,
+        threads=settings.threads,
+        precision=settings.precision,
+        calibration=calibration(settings, common),
+        cache_dir=common.cache_dir,
+    )
+
+
+def calibration(settings: Settings, common: CommonSettings) -> list[Path]:
+    """The photos that calibrate the int8 graph (none for other precisions)."""
+    if settings.precision != "int8":
+        return []
+    from prism.models.efficientnet_int8 import calibration_photos
+
+    if settings.calibration_dir is not None:
+        return calibration_photos(settings.calibration_dir, settings.calibration_photos)
+    return calibration_photos(common.data_dir / "catalogs", settings.calibration_photos, pattern="*/images/*")
 
 
 def load_heads(common: CommonSettings) -> Heads | None:

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from prism.models.precision import Precision
 from prism.models.views import VIEWS, View
 from prism.settings import ServiceSettings
 
@@ -23,3 +27,10 @@ class Settings(ServiceSettings):
     views: tuple[View, ...] = VIEWS
     # Folder of the object store for media passed by key (embedded mode); unset: bytes only.
     store_dir: str | None = None
+    # fp32 | bf16 | int8 (CPU only: static int8 through ONNX Runtime) | fp16 (CUDA only); see
+    # prism.models.precision.  The video encoder runs the image network with this same setting.
+    precision: Precision = "fp32"
+    # int8 only: photos whose activation ranges calibrate the int8 graph, spread evenly over the
+    # folder's files (unset: the product photos of the catalogs under PRISM_DATA_DIR).
+    calibration_dir: Path | None = None
+    calibration_photos: int = Field(default=64, ge=1, le=4096)

@@ -21,4 +21,5 @@ def load(settings: Settings, common: CommonSettings) -> TextModel:
         device=common.device,
         max_tokens=settings.max_tokens,
         batch_size=settings.max_batch,
+        precision=settings.precision,
     )

@@ -25,6 +25,8 @@ class Settings(ServiceSettings):
     sample_frames: int = 12
     views: tuple[View, ...] = VIEWS
     threads: int | None = None
+    # No precision of its own: the frames go through the image network as the image encoder runs it
+    # (PRISM_IMAGE_ENCODER_PRECISION and its calibration settings), so clips and photos share a space.
     cache_vectors: bool = True
     # Folder of the object store for media passed by key (embedded mode); unset: bytes only.
     store_dir: str | None = None

@@ -4,26 +4,35 @@
    (vector cache off), as a ratio: what the service layer costs.
 2. Video encoder: clips/s and frames/s against the image encoder's frames/s on the same frames.
 3. Gateway search latency (HTTP, end to end) at 10k indexed products.
+4. Encoder precision: each encoder (text, image, video) in fp32 against each CPU option (bf16,
+   int8) in-process, rounds interleaved, as speed-up ratios, with each option's cosine to fp32.
 Prints a table and writes JSON under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from prism.catalog import Catalog
 from prism.logs import setup_logging
+from prism.models.precision import Precision
 from prism.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from prism.encoding import Backend
+
+T = TypeVar("T")
 
 
 def _rate(n: int, fn: Callable[[], object], repeat: int = 2) -> float:
@@ -186,6 +195,106 @@ def bench_video(common: CommonSettings, clips_dir: Path, n_clips: int) -> dict[s
     }
 
 
+CPU_PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
+
+
+def _interleaved(runs: Mapping[Precision, Callable[[], object]], n: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Items/s of each run, every round running each variant once in turn (so a load change hits
+    them alike), and the median over rounds of each variant's ratio to the first's."""
+    names = list(runs)
+    rates: dict[Precision, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            t0 = time.perf_counter()
+            runs[name]()
+            rates[name].append(n / (time.perf_counter() - t0))
+    base = np.array(rates[names[0]])
+    return {
+        name: {
+            "best_per_s": max(r),
+            "median_per_s": float(np.median(r)),
+            "speedup": float(np.median(np.array(r) / base)),
+        }
+        for name, r in rates.items()
+    }
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    a = a.reshape(-1, a.shape[-1])
+    b = b.reshape(-1, b.shape[-1])
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
+
+
+def bench_precision(
+    common: CommonSettings,
+    catalogs: list[Catalog],
+    clips_dir: Path,
+    *,
+    n_images: int,
+    n_texts: int,
+    n_clips: int,
+    rounds: int,
+) -> dict[str, Any]:
+    """fp32 against bf16 and int8 for each encoder, in-process (no gRPC: the model's cost alone),
+    on real catalog texts (full product passages) and photos and real clips."""
+    from prism.media.images import decode_image
+    from prism.media.video import decode_video
+    from services.image_encoder import model as image_model
+    from services.image_encoder.server import make_backend as image_backend
+    from services.image_encoder.settings import Settings as ImageSettings
+    from services.text_encoder import model as text_model
+    from services.text_encoder.server import make_backend as text_backend
+    from services.text_encoder.settings import Settings as TextSettings
+    from services.video_encoder import model as video_model
+    from services.video_encoder.server import Clip, limits_of
+    from services.video_encoder.server import make_backend as video_backend
+    from services.video_encoder.settings import Settings as VideoSettings
+
+    texts: list[tuple[str, str]] = []
+    photos = []
+    for c in catalogs:  # the same share from each catalog: short Myntra titles, long H&M descriptions
+        with_photo = [p for p in c.products() if p.images]
+        texts += [("passage", p.text()) for p in with_photo[: max(1, n_texts // len(catalogs))]]
+        for p in with_photo[: max(1, n_images // len(catalogs))]:
+            photos.append(decode_image(c.media_path(p.images[0]).read_bytes()))
+    video_settings = VideoSettings(port=0, metrics_port=0, cache_vectors=False)
+    clips = [
+        Clip(decode_video(f.read_bytes(), limits_of(video_settings))[1])
+        for f in sorted(clips_dir.glob("*.mp4"))[:n_clips]
+    ]
+    out: dict[str, Any] = {}
+
+    text_settings = {p: TextSettings(cache_vectors=False, precision=p) for p in CPU_PRECISIONS}
+    text = {p: text_backend(text_model.load(s, common), s) for p, s in text_settings.items()}
+    image_settings = {p: ImageSettings(cache_vectors=False, precision=p) for p in CPU_PRECISIONS}
+    image = {p: image_backend(image_model.load(s, common), s) for p, s in image_settings.items()}
+    video = {
+        p: video_backend(video_model.load(video_settings, common, image_precision=p), video_settings)
+        for p in CPU_PRECISIONS
+    }
+
+    def runs_of(backends: Mapping[Precision, Backend[T]], items: list[T]) -> dict[Precision, Callable[[], np.ndarray]]:
+        return {p: functools.partial(b.run, items) for p, b in backends.items()}
+
+    jobs: list[tuple[str, int, str, Mapping[Precision, Backend[Any]], dict[Precision, Callable[[], np.ndarray]]]] = [
+        ("text", len(texts), "passages", text, runs_of(text, texts)),
+        ("image", len(photos), "photos x 3 views", image, runs_of(image, photos)),
+    ]
+    if clips:
+        jobs.append(("video", len(clips), "clips", video, runs_of(video, clips)))
+    for name, n, unit, backends, runs in jobs:
+        ref = runs["fp32"]()
+        quality = {p: _cosine(run(), ref) for p, run in runs.items()}
+        speed = _interleaved(runs, n, rounds)
+        out[name] = {
+            "n": n,
+            "unit": unit,
+            "options": {p: {"model": backends[p].model_id, **speed[p], **quality[p]} for p in runs},
+        }
+    return out
+
+
 def bench_reranker(common: CommonSettings) -> tuple[Any, str]:
     """The trained reranker of the models folder in use, else the same network untrained: the
     latency is the same (same layers, same tokens), only the ranking differs."""
@@ -290,6 +399,20 @@ def bench_gateway(
     return out
 
 
+SECTIONS = ("encoders", "video", "gateway", "rerank", "precision")
+
+
+def print_precision(result: dict[str, Any]) -> None:
+    print(f"\n{'encoder':<8}{'precision':<11}{'model':<44}{'items/s':>9}{'speed-up':>10}{'cos mean':>10}{'cos min':>9}")
+    for kind, m in result.items():
+        for p, o in m["options"].items():
+            print(
+                f"{kind:<8}{p:<11}{o['model']:<44}{o['median_per_s']:>9.1f}{o['speedup']:>9.2f}x"
+                f"{o['cos_mean']:>10.4f}{o['cos_min']:>9.4f}"
+            )
+    print("(items: text passages, photos with 3 views each, clips; speed-up: median over interleaved rounds)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("var/bench"))
@@ -301,54 +424,93 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=80)
     parser.add_argument("--rerank-products", default="10000,100000", help="catalog sizes of the rerank latency runs")
     parser.add_argument("--rerank-queries", type=int, default=40)
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections (repeatable)")
+    parser.add_argument("--precision-images", type=int, default=96, help="photos per precision round (both catalogs)")
+    parser.add_argument("--precision-texts", type=int, default=256, help="passages per precision round (both catalogs)")
+    parser.add_argument("--precision-clips", type=int, default=6)
+    parser.add_argument("--precision-rounds", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     common = CommonSettings()
     setup_logging("WARNING", common.log_format)
+    sections = set(args.only or SECTIONS)
     catalog = Catalog.open(args.catalog or common.data_dir / "catalogs" / "myntra")
-    result = {
-        "machine": {"cpus": os.cpu_count()},
-        "encoders": bench_encoders(common, catalog, args.images, args.texts),
-        "video": bench_video(common, common.data_dir / "catalogs" / "myntra-clips", args.clips),
-        "gateway": bench_gateway(common, catalog, args.products, args.queries),
-    }
-    reranker, weights = bench_reranker(common)
-    result["rerank"] = {
-        "weights": weights,
-        "sizes": {
-            n: bench_gateway(common, catalog, int(n), args.rerank_queries, reranker=reranker, photo=False)
-            for n in args.rerank_products.split(",")
-            if n
-        },
-    }
-    print(f"{'encoder':<8}{'model':<32}{'bare/s':>10}{'gRPC/s':>10}{'ratio':>8}")
-    for kind, m in result["encoders"].items():
-        print(f"{kind:<8}{m['model']:<32}{m['bare_per_s']:>10.1f}{m['grpc_per_s']:>10.1f}{m['ratio']:>8.2f}")
-    if "grpc_concurrent_per_s" in result["encoders"]["image"]:
+    args.out.mkdir(parents=True, exist_ok=True)
+    if sections - {"precision"}:
+        foundation(args, common, catalog, sections)
+    if "precision" in sections:
+        catalogs = [Catalog.open(common.data_dir / "catalogs" / name) for name in ("myntra", "hm")]
+        precision = {
+            "machine": {"cpus": os.cpu_count(), "torch_threads": torch_threads()},
+            "encoders": bench_precision(
+                common,
+                catalogs,
+                common.data_dir / "catalogs" / "myntra-clips",
+                n_images=args.precision_images,
+                n_texts=args.precision_texts,
+                n_clips=args.precision_clips,
+                rounds=args.precision_rounds,
+            ),
+        }
+        print_precision(precision["encoders"])
+        (args.out / "precision.json").write_text(json.dumps(precision, indent=2) + "\n")
+        print(f"\nwrote {args.out / 'precision.json'}")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def foundation(args: argparse.Namespace, common: CommonSettings, catalog: Catalog, sections: set[str]) -> None:
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}}
+    if "encoders" in sections:
+        result["encoders"] = bench_encoders(common, catalog, args.images, args.texts)
+    if "video" in sections:
+        result["video"] = bench_video(common, common.data_dir / "catalogs" / "myntra-clips", args.clips)
+    if "gateway" in sections:
+        result["gateway"] = bench_gateway(common, catalog, args.products, args.queries)
+    if "encoders" in result:
+        print(f"{'encoder':<8}{'model':<32}{'bare/s':>10}{'gRPC/s':>10}{'ratio':>8}")
+        for kind, m in result["encoders"].items():
+            print(f"{kind:<8}{m['model']:<32}{m['bare_per_s']:>10.1f}{m['grpc_per_s']:>10.1f}{m['ratio']:>8.2f}")
         m = result["encoders"]["image"]
         print(
             f"{'image, 4 concurrent callers x 8':<40}{m['grpc_concurrent_per_s']:>18.1f}{m['ratio_concurrent']:>8.2f}"
         )
-    if result["video"]:
+    if result.get("video"):
         v = result["video"]
         print(
             f"\nvideo encoder: {v['video_clips_per_s']:.2f} clips/s = {v['video_frames_per_s']:.1f} sampled frames/s "
             f"({v['sampled_frames_per_clip']:.1f} per clip, decode included); image encoder on the same frames: "
             f"{v['image_frames_per_s']:.1f} frames/s; ratio {v['ratio']:.2f}"
         )
-    print(f"\n{'search':<8}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for kind, m in result["gateway"].items():
-        print(f"{kind:<8}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}")
-    print(f"\nreranker ({result['rerank']['weights']}): text search latency with and without it")
-    print(f"{'search':<30}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}{'skipped':>9}")
-    for sized in result["rerank"]["sizes"].values():
-        for kind, m in sized.items():
-            skip = f"{m['skipped']}/{m['n']}" if "skipped" in m else ""
-            print(f"{kind:<30}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}{skip:>9}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "foundation.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out / 'foundation.json'}")
+    if "gateway" in result:
+        print(f"\n{'search':<8}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}")
+        for kind, m in result["gateway"].items():
+            print(f"{kind:<8}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}")
+    if "rerank" in sections:
+        reranker, weights = bench_reranker(common)
+        result["rerank"] = {
+            "weights": weights,
+            "sizes": {
+                n: bench_gateway(common, catalog, int(n), args.rerank_queries, reranker=reranker, photo=False)
+                for n in args.rerank_products.split(",")
+                if n
+            },
+        }
+        print(f"\nreranker ({weights}): text search latency with and without it")
+        print(f"{'search':<30}{'products':>10}{'p50 ms':>10}{'p99 ms':>10}{'skipped':>9}")
+        for sized in result["rerank"]["sizes"].values():
+            for kind, m in sized.items():
+                skip = f"{m['skipped']}/{m['n']}" if "skipped" in m else ""
+                print(f"{kind:<30}{m['products']:>10}{m['p50_ms']:>10.1f}{m['p99_ms']:>10.1f}{skip:>9}")
+    # a partial run (--only) must not overwrite the full record
+    name = "foundation.json" if sections >= {"encoders", "video", "gateway", "rerank"} else "foundation-partial.json"
+    (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out / name}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import structlog
 from prism import tracing
 from prism.catalog import STRIP_MODES, Catalog, read_queries
 from prism.logs import setup_logging
+from prism.models.precision import PRECISIONS
 from prism.settings import CommonSettings
 
 log = structlog.get_logger("prism")
@@ -156,6 +157,20 @@ def cmd_seed(args: argparse.Namespace, common: CommonSettings) -> int:
     return 0 if result.ok and not run.missing else 1
 
 
+def _set_precisions(args: argparse.Namespace) -> dict[str, str]:
+    """``--text-precision`` / ``--image-precision`` as the encoders' own settings (the embedded
+    services read them from the environment, as a deployment does); returns what they will run."""
+    from services.image_encoder.settings import Settings as ImageSettings
+    from services.text_encoder.settings import Settings as TextSettings
+
+    if args.text_precision:
+        os.environ["PRISM_TEXT_ENCODER_PRECISION"] = args.text_precision
+    if args.image_precision:
+        os.environ["PRISM_IMAGE_ENCODER_PRECISION"] = args.image_precision
+    # the video encoder runs the image network with the image encoder's precision
+    return {"text": TextSettings().precision, "image": ImageSettings().precision}
+
+
 def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
     from prism.embedded import start_suite
     from prism.evaluation import SUPPORTED_KINDS, evaluate, format_table, restrict_queries, write_json
@@ -176,6 +191,8 @@ def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
         n_all = len(queries)
         queries = restrict_queries(queries, only)
         print(f"unseen products only: {len(only)} products, {len(queries)} of {n_all} queries keep a match")
+    precision = _set_precisions(args)
+    print(f"encoder precision: text {precision['text']}, image and video {precision['image']}", flush=True)
     with start_suite(common=common, index_path=None, http_port=0) as suite:
         report = suite.ingest(catalog, strip=args.strip, only=only)
         print(f"indexed {catalog.name} (strip={args.strip}): {report.summary()}", flush=True)
@@ -188,6 +205,7 @@ def cmd_eval(args: argparse.Namespace, common: CommonSettings) -> int:
             "strip": args.strip,
             "models": str(args.models) if args.models else None,
             "unseen_only": bool(args.unseen),
+            "precision": precision,
             "skipped_kinds": sorted({q.kind for q in queries} - set(kinds)),
         }
     )
@@ -299,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="server",
         help="text queries with the reranker as the server decides, forced on or off, or both "
         "(each text kind twice: without, and as <kind>+rerank with)",
+    )
+    p.add_argument(
+        "--text-precision",
+        choices=PRECISIONS,
+        help="text encoder precision (default: $PRISM_TEXT_ENCODER_PRECISION, else fp32)",
+    )
+    p.add_argument(
+        "--image-precision",
+        choices=PRECISIONS,
+        help="image and video encoder precision (default: $PRISM_IMAGE_ENCODER_PRECISION, else fp32)",
     )
     p.set_defaults(fn=cmd_eval)
 

@@ -158,7 +158,9 @@ def test_bf16_precision_option(coffee: Image.Image, cat: Image.Image, others: li
     images = [coffee, cat, *others]
     fp32 = load_image_embedder(device="cpu")
     bf16 = load_image_embedder(device="cpu", precision="bf16")
-    assert bf16.model is fp32.model
+    # its own bfloat16 copy of the weights (faster than autocast, which re-casts them every call)
+    assert bf16.model is not fp32.model and next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert next(fp32.model.parameters()).dtype == torch.float32
     a, b = fp32.embed(images), bf16.embed(images)
     assert b.dtype == np.float32
     cosine = np.sum(a * b, axis=1)

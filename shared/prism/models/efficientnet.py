@@ -9,15 +9,20 @@ The modules below are named like lukemelas' ``EfficientNet`` so the file loads w
 
 Preprocessing (as the model was trained): resize the shorter side to 256 (bilinear, antialiased),
 center-crop 224x224, then ``(x - 127) / 128`` on 0..255 pixels.
+
+``precision`` (:mod:`prism.models.precision`): fp32, bf16 (a bfloat16 copy of the weights), fp16
+(CUDA) or int8 (static int8 through ONNX Runtime, :mod:`prism.models.efficientnet_int8`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,13 +31,18 @@ from PIL import Image
 from torch import nn
 
 from prism.media.images import to_rgb
+from prism.models.precision import Precision, check_device, tagged_model_id
 from prism.models.views import VIEWS, View
+
+if TYPE_CHECKING:
+    from prism.models.efficientnet_int8 import Int8Features
 
 __all__ = [
     "MODEL_ID",
     "EMBEDDING_DIM",
     "EfficientNetLite0",
     "ImageEmbedder",
+    "Precision",
     "load_image_embedder",
     "load_state_dict",
 ]
@@ -48,8 +58,6 @@ INPUT_STD = 128.0
 # lukemelas: batch_norm_momentum=0.99 (TF convention) -> 0.01 in torch; epsilon 1e-3.
 _BN_MOMENTUM = 0.01
 _BN_EPS = 1e-3
-
-Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -301,7 +309,6 @@ class ImageEmbedder:
     :func:`load_image_embedder` to build one, once per process.
     """
 
-    model_id: str = MODEL_ID
     dim: int = EMBEDDING_DIM
 
     def __init__(
@@ -311,17 +318,23 @@ class ImageEmbedder:
         device: torch.device,
         batch_size: int = 32,
         precision: Precision = "fp32",
+        int8: Int8Features | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"unknown precision {precision!r}")
+        check_device(precision, device, what="image model")
+        if (precision == "int8") != (int8 is not None):
+            raise ValueError("precision int8 goes with an int8 network (load_image_embedder builds it), and only it")
         self.device = device
         self.batch_size = batch_size
         self.precision: Precision = precision
-        # CUDA runs the whole model in fp16; CPU in fp32 (optionally bf16 autocast).
-        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        # The network in the precision's dtype.  Under int8 it stays float32 and serves only the
+        # classifier layer (``classify``): the features come from the int8 graph.
         self.model = model.eval().to(device=device, dtype=self.dtype).to(memory_format=torch.channels_last)
+        self._int8 = int8
+        # The precision (and for int8 the calibration) is part of the id: see prism.models.precision.
+        self.model_id = tagged_model_id(MODEL_ID, precision) + (f"-{int8.content_id}" if int8 is not None else "")
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -377,33 +390,27 @@ class ImageEmbedder:
         """Yields (features float32 (b, 1280), probabilities float32 (b, 1000) or empty) per batch."""
         empty = torch.empty(0)
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            x = preprocess_uint8(chunk)
-            with torch.inference_mode():
-                x = x.to(self.device, non_blocking=True)
-                x = _normalise(x, self.dtype).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-                    feats = self.model.forward_features(x)
-                    logits = self.model._fc(feats) if want_logits else None
-                feats32 = feats.float().cpu()
-                probs = torch.softmax(logits.float(), dim=1).cpu() if logits is not None else empty
-            yield feats32, probs
+            feats = self._features(preprocess_uint8(images[start : start + self.batch_size]))
+            probs = empty
+            if want_logits:
+                with torch.inference_mode():
+                    head = self.model._fc
+                    logits = head(feats.to(device=self.device, dtype=head.weight.dtype)).float()
+                    probs = torch.softmax(logits, dim=1).cpu()
+            yield feats, probs
 
     def _features(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """(b, 3, 224, 224) uint8 -> float32 (b, 1280) pooled features on the CPU."""
         with torch.inference_mode():
+            if self._int8 is not None:
+                return self._int8(_normalise(x_uint8, torch.float32))
             x = x_uint8.to(self.device, non_blocking=True)
             x = _normalise(x, self.dtype).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-                feats = self.model.forward_features(x)
+            feats = self.model.forward_features(x)
             return feats.float().cpu()
 
-    @property
-    def _bf16(self) -> bool:
-        return self.precision == "bf16" and self.device.type == "cpu"
 
-
-_cache: dict[tuple[str, int, str], ImageEmbedder] = {}
+_cache: dict[tuple[str, int, str, tuple[str, ...]], ImageEmbedder] = {}
 _cache_lock = threading.Lock()
 
 
@@ -419,26 +426,42 @@ def load_image_embedder(
     batch_size: int = 32,
     threads: int | None = None,
     precision: Precision = "fp32",
+    calibration: Sequence[Path] = (),
+    cache_dir: Path | None = None,
 ) -> ImageEmbedder:
-    """The process-wide EfficientNet-Lite0 embedder (the weights are loaded once).
+    """The process-wide EfficientNet-Lite0 embedder for this device, batch size and precision
+    (the weights are read once).
 
-    ``device``: ``"cuda"``/``"cpu"``/``"cuda:1"`` ...; default CUDA (fp16) when available, else CPU.
+    ``device``: ``"cuda"``/``"cpu"``/``"cuda:1"`` ...; default CUDA when available, else CPU.
     ``threads``: sets ``torch.set_num_threads`` (process-global) when given.
-    ``precision``: ``"bf16"`` runs CPU inference under bfloat16 autocast (ignored on CUDA).
+    ``precision``: fp32; bf16 (a bfloat16 copy of the weights); fp16 (CUDA only); int8 (CPU only):
+    a static int8 graph run by ONNX Runtime, calibrated on the ``calibration`` photos and kept under
+    ``cache_dir`` (built once, ~10-60 s; see :mod:`prism.models.efficientnet_int8`).
     """
     if threads is not None:
         torch.set_num_threads(threads)
     dev = _pick_device(device)
-    key = (str(dev), batch_size, precision)
+    check_device(precision, dev, what="image model")
+    # int8 embedders calibrated on other photos are other networks
+    key = (str(dev), batch_size, precision, tuple(str(p) for p in calibration) if precision == "int8" else ())
     with _cache_lock:
         embedder = _cache.get(key)
         if embedder is None:
-            shared = next((e.model for e in _cache.values() if e.device == dev), None)
-            model = shared
-            if model is None:
-                model = EfficientNetLite0()
-                load_state_dict(model)
-                model.eval().fuse_batchnorm_()
-            embedder = ImageEmbedder(model, device=dev, batch_size=batch_size, precision=precision)
+            # The fp32 network is shared by the fp32 embedders of a device; other precisions convert
+            # a copy of it, so no embedder ever sees another's dtype.
+            base = next((e.model for e in _cache.values() if e.device == dev and e.dtype == torch.float32), None)
+            if base is None:
+                base = EfficientNetLite0()
+                load_state_dict(base)
+                base.eval().fuse_batchnorm_()
+            model = base if precision in ("fp32", "int8") else copy.deepcopy(base)
+            int8 = None
+            if precision == "int8":
+                from prism.models.efficientnet_int8 import build_int8
+
+                if cache_dir is None:
+                    raise ValueError("precision int8 needs a cache_dir for the quantized graph")
+                int8 = build_int8(base, calibration, cache_dir)
+            embedder = ImageEmbedder(model, device=dev, batch_size=batch_size, precision=precision, int8=int8)
             _cache[key] = embedder
     return embedder
