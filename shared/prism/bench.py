@@ -273,6 +273,7 @@ def bench_precision(
         p: video_backend(video_model.load(video_settings, common, image_precision=p), video_settings)
         for p in CPU_PRECISIONS
     }
+
     def runs_of(backends: Mapping[Precision, Backend[T]], items: list[T]) -> dict[Precision, Callable[[], np.ndarray]]:
         return {p: functools.partial(b.run, items) for p, b in backends.items()}
 
