@@ -75,7 +75,7 @@ eval-unseen: $(STAMP) ## per catalog and strip mode: train on 70% of the groups,
 	      --models $(EVAL_MODELS)/$$c-$$s --unseen --strip $$s --context 2 --rerank both --json var/eval/unseen/$$c-$$s.json || exit 1; \
 	done; done
 
-bench: $(STAMP) ## encoders bare vs gRPC, gateway latency at 10k, ingestion path vs bare encoders, ANN at 1M, 50 clients x 60 s (var/bench/)
+bench: $(STAMP) ## encoders bare vs gRPC and fp32 vs bf16/int8, gateway latency (10k; rerank at 10k/100k), ingestion path, ANN at 1M, 50 clients x 60 s (var/bench/)
 	$(PY) -m prism.bench --out var/bench
 	$(PY) -m prism.bench_ingest --out var/bench
 	$(PY) -m prism.bench_ann --n 1000000 --out var/bench

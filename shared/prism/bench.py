@@ -403,11 +403,13 @@ SECTIONS = ("encoders", "video", "gateway", "rerank", "precision")
 
 
 def print_precision(result: dict[str, Any]) -> None:
-    print(f"\n{'encoder':<8}{'precision':<11}{'model':<44}{'items/s':>9}{'speed-up':>10}{'cos mean':>10}{'cos min':>9}")
+    width = 2 + max(len(o["model"]) for m in result.values() for o in m["options"].values())
+    head = f"{'encoder':<8}{'precision':<11}{'model':<{width}}"
+    print(f"\n{head}{'items/s':>9}{'speed-up':>10}{'cos mean':>10}{'cos min':>9}")
     for kind, m in result.items():
         for p, o in m["options"].items():
             print(
-                f"{kind:<8}{p:<11}{o['model']:<44}{o['median_per_s']:>9.1f}{o['speedup']:>9.2f}x"
+                f"{kind:<8}{p:<11}{o['model']:<{width}}{o['median_per_s']:>9.1f}{o['speedup']:>9.2f}x"
                 f"{o['cos_mean']:>10.4f}{o['cos_min']:>9.4f}"
             )
     print("(items: text passages, photos with 3 views each, clips; speed-up: median over interleaved rounds)")

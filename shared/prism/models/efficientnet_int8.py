@@ -228,10 +228,7 @@ def build_int8(model: EfficientNetLite0, photos: Sequence[Path], cache_dir: Path
                 # Rename into place (atomic): two processes building at once both end with a whole file.
                 os.replace(work / "int8.onnx", path)
             digest.write_text(sha + "\n")
-            log.info(
-                "image_int8.built", path=str(path), photos=len(photos), seconds=round(time.perf_counter() - t0, 1)
-            )
+            log.info("image_int8.built", path=str(path), photos=len(photos), seconds=round(time.perf_counter() - t0, 1))
         done = Int8Features(path, key[:10], threads)
         _built[key] = done
         return done
-
