@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import structlog
@@ -27,15 +27,13 @@ from prism.index import AnyIndex, ScoredProduct, build_filter
 from prism.lexical import Bm25Encoder, QueryTranslator
 from prism.media.images import ImageLimits, probe_image
 from prism.media.video import VideoLimits, probe_video
+from prism.models.reranker import Reranker, passage
 from prism.storage import ObjectStore
 from prism.vectors import normalized_mean
 
 from .ranking import Fused, weighted_rrf
 from .retention import QueryMedia
 from .settings import Settings
-
-if TYPE_CHECKING:
-    from prism.models.reranker import Reranker
 
 log = structlog.get_logger(__name__)
 
@@ -103,8 +101,6 @@ class RerankNote:
 
 
 def rerank_passage(payload: Mapping[str, Any]) -> str:
-    from prism.models.reranker import passage
-
     return passage(str(payload.get("title") or ""), payload.get("attributes") or {})
 
 

@@ -883,7 +883,7 @@ def run(args: argparse.Namespace) -> Path:
             sets,
             fusion.fuser,
             fusion.retrieval,
-            [m for m in config.fit_modes],
+            list(config.fit_modes),
             cache_dir,
             train_config=RerankTrainConfig(epochs=args.rerank_epochs, seed=config.seed),
             show_progress=not args.quiet,
