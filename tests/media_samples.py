@@ -5,8 +5,13 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from prism.catalog import Catalog, Product
 
 
 def jpeg(size: tuple[int, int] = (64, 96), colour: tuple[int, int, int] = (30, 60, 200), mode: str = "RGB") -> bytes:
@@ -104,3 +109,33 @@ def mp4_of(frames: list[Image.Image], fps: int = 12) -> bytes:
         for packet in stream.encode():
             out.mux(packet)
     return buf.getvalue()
+
+
+def video_catalog(products: list[Product], src: Catalog, root: Path, reel: bytes, seed: int = 0) -> list[str]:
+    """A catalog folder of ``products`` that all carry a video: the first has the real phone video
+    ``reel`` and no photo (the video is all the index can know it by), the others their photo and a
+    clip synthesized from it. Returns the product ids in order."""
+    import json
+
+    import numpy as np
+
+    from prism.training.clips import synthesize_clip
+
+    (root / "videos").mkdir(parents=True)
+    (root / "images").mkdir()
+    lines = []
+    for i, p in enumerate(products):
+        rec = {**p.to_record(), "videos": [f"videos/{p.id}.mp4"]}
+        if i == 0:
+            (root / "videos" / f"{p.id}.mp4").write_bytes(reel)
+            rec["images"] = []
+        else:
+            with Image.open(src.media_path(p.images[0])) as im:
+                photo = im.convert("RGB")
+            clip = synthesize_clip(photo, np.random.default_rng(seed + i))
+            (root / "videos" / f"{p.id}.mp4").write_bytes(mp4_of(clip))
+            photo.save(root / "images" / f"{p.id}.jpg")
+            rec["images"] = [f"images/{p.id}.jpg"]
+        lines.append(json.dumps(rec))
+    (root / "products.jsonl").write_text("\n".join(lines) + "\n")
+    return [p.id for p in products]

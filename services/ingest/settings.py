@@ -4,6 +4,18 @@ from pydantic_settings import SettingsConfigDict
 
 from prism.settings import ServiceSettings
 
+# The settings that name things on the broker (queues and exchanges).
+BROKER_NAMES = (
+    "events_exchange",
+    "events_queue",
+    "tasks_exchange",
+    "text_queue",
+    "media_queue",
+    "dead_letter_exchange",
+    "dead_letter_queue",
+    "outcomes_exchange",
+)
+
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PRISM_INGEST_", extra="ignore")
@@ -39,3 +51,11 @@ class Settings(ServiceSettings):
     max_images_per_product: int = 4
     max_video_bytes: int = 50 * 2**20
     max_videos_per_product: int = 2
+
+    def with_broker_prefix(self, prefix: str) -> Settings:
+        """These settings with every broker name under ``prefix`` (``<prefix>.text`` ...): apps that
+        share one broker -- kombu's in-memory transport is one per process -- without taking each
+        other's messages."""
+        defaults = type(self).model_fields
+        names = {n: f"{prefix}.{str(defaults[n].default).removeprefix('prism.')}" for n in BROKER_NAMES}
+        return self.model_copy(update=names)

@@ -111,15 +111,7 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
                 text_encoder_address=txt_service.address,
                 image_encoder_address=img_service.address,
                 fusion_address=fusion.address,
-                events_exchange=f"b{tag}.s3-events",
-                events_queue=f"b{tag}.s3-events",
-                tasks_exchange=f"b{tag}.tasks",
-                text_queue=f"b{tag}.text",
-                media_queue=f"b{tag}.media",
-                dead_letter_exchange=f"b{tag}.dlx",
-                dead_letter_queue=f"b{tag}.dead",
-                outcomes_exchange=f"b{tag}.outcomes",
-            )
+            ).with_broker_prefix(f"b{tag}")
             env = {
                 **os.environ,
                 **{f"PRISM_INGEST_{k.upper()}": str(v) for k, v in ingest.model_dump().items() if v is not None},

@@ -88,20 +88,12 @@ class EmbeddedSuite:
         tag = uuid.uuid4().hex[:8]
         settings = IngestSettings(
             broker_url="memory://localhost/",
-            events_exchange=f"prism.{tag}.s3-events",
-            events_queue=f"prism.{tag}.s3-events",
-            tasks_exchange=f"prism.{tag}.tasks",
-            text_queue=f"prism.{tag}.text",
-            media_queue=f"prism.{tag}.media",
-            dead_letter_exchange=f"prism.{tag}.dlx",
-            dead_letter_queue=f"prism.{tag}.dead",
-            outcomes_exchange=f"prism.{tag}.outcomes",
             text_encoder_address=self.encoders["text-encoder"].address,
             image_encoder_address=self.encoders["image-encoder"].address,
             video_encoder_address=self.encoders["video-encoder"].address,
             fusion_address=self.fusion.address,
             concurrency=concurrency,
-        )
+        ).with_broker_prefix(f"prism.{tag}")
         app = create_app(settings)
         use_resources(
             app,

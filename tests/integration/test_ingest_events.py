@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from prism.devservers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
-from tests.media_samples import bad_images, jpeg, mp4_of
+from tests.media_samples import bad_images, jpeg, video_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -279,33 +279,14 @@ def test_product_videos_are_fetched_from_s3_and_encoded_by_a_worker_process(
 ) -> None:
     """Products with videos on the distributed path: the uploader puts the videos in SeaweedFS, a
     worker process fetches them and has the video encoder encode them over gRPC into the index."""
-    from PIL import Image
-
     from prism.catalog import Catalog
-    from prism.training.clips import synthesize_clip
     from prism.vectors import normalized_mean
 
     src = Catalog.open(myntra_slice)
     products = list(src.products())[:3]
     root = tmp_path / "cat"
-    (root / "videos").mkdir(parents=True)
-    (root / "images").mkdir()
     reel = (shared_data / "videos" / "reel-b.mp4").read_bytes()
-    lines = []
-    for i, p in enumerate(products):
-        rec = {**p.to_record(), "videos": [f"videos/{p.id}.mp4"]}
-        if i == 0:  # a real phone video and no photo: the video is all the index can know it by
-            (root / "videos" / f"{p.id}.mp4").write_bytes(reel)
-            rec["images"] = []
-        else:
-            with Image.open(src.media_path(p.images[0])) as im:
-                photo = im.convert("RGB")
-            (root / "videos" / f"{p.id}.mp4").write_bytes(mp4_of(synthesize_clip(photo, np.random.default_rng(i))))
-            photo.save(root / "images" / f"{p.id}.jpg")
-            rec["images"] = [f"images/{p.id}.jpg"]
-        lines.append(json.dumps(rec))
-    (root / "products.jsonl").write_text("\n".join(lines) + "\n")
-    ids = [p.id for p in products]
+    ids = video_catalog(products, src, root, reel)
     pipeline.start_worker()
     s = _submit(pipeline, root).summary()
     assert s["indexed"] == 3 and s["failed"] == 0 and s["missing"] == 0, s

@@ -18,7 +18,7 @@ from prism.catalog import Catalog
 from prism.gen.common.v1 import types_pb2
 from prism.gen.search.v1 import search_pb2, search_pb2_grpc
 from prism.training.clips import synthesize_clip
-from tests.media_samples import mp4_of
+from tests.media_samples import mp4_of, video_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -142,24 +142,8 @@ def test_product_videos_go_through_the_celery_tasks(
     src = Catalog.open(myntra_slice)
     products = list(src.products())[:6]
     cat = tmp_path / "catalog"
-    (cat / "videos").mkdir(parents=True)
-    (cat / "images").mkdir()
     reel = (shared_data / "videos" / "reel-a.mp4").read_bytes()
-    lines = []
-    for i, p in enumerate(products):
-        rec = {**p.to_record(), "videos": [f"videos/{p.id}.mp4"]}
-        if i == 0:  # a real phone video and no photo: the video is all the index can know it by
-            (cat / "videos" / f"{p.id}.mp4").write_bytes(reel)
-            rec["images"] = []
-        else:
-            with Image.open(src.media_path(p.images[0])) as im:
-                photo = im.convert("RGB")
-            (cat / "videos" / f"{p.id}.mp4").write_bytes(mp4_of(synthesize_clip(photo, np.random.default_rng(4 + i))))
-            photo.save(cat / "images" / f"{p.id}.jpg")
-            rec["images"] = [f"images/{p.id}.jpg"]
-        lines.append(json.dumps(rec))
-    (cat / "products.jsonl").write_text("\n".join(lines) + "\n")
-    ids = [p.id for p in products]
+    ids = video_catalog(products, src, cat, reel, seed=4)
     store_root = tmp_path / "store"
     with start_suite(common=common_settings, index_path=None, http_port=0) as suite:  # type: ignore[arg-type]
         report = suite.submit(Catalog.open(cat), store_root=store_root, show_progress=False)

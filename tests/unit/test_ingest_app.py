@@ -33,14 +33,7 @@ def _app(tag: str, store_root: Path) -> tuple[IngestApp, list[Callable[[], None]
     app = create_app(
         Settings(
             broker_url="memory://localhost/",  # with a host: kombu warns about a bare memory://
-            text_queue=f"{tag}.text",
-            media_queue=f"{tag}.media",
-            dead_letter_exchange=f"{tag}.dlx",
-            dead_letter_queue=f"{tag}.dead",
-            outcomes_exchange=f"{tag}.outcomes",
-            events_exchange=f"{tag}.events",
-            events_queue=f"{tag}.events",
-        )
+        ).with_broker_prefix(tag)
     )
     text, image, fusion = EncoderClient(NOWHERE), EncoderClient(NOWHERE), FusionClient(NOWHERE)
     use_resources(app, Resources(text=text, image=image, fusion=fusion, store=FolderStore(store_root), video=None))
