@@ -61,3 +61,14 @@ def test_groups_are_repeatable_for_a_seed() -> None:
     a = _groups([_candidates()], cfg, np.random.default_rng(5))
     b = _groups([_candidates()], cfg, np.random.default_rng(5))
     assert a == b
+
+
+def test_first_stage_ndcg_needs_no_model() -> None:
+    from prism.evaluation import ndcg_at_k
+    from prism.training.rerank_fit import first_stage_ndcg
+
+    c = _candidates()
+    [(key, got)] = first_stage_ndcg([c], max_queries=10).items()
+    expected = np.mean([ndcg_at_k([c.ids[j] for j in c.order[qi]], c.rels[qi], 10) for qi in range(3)])
+    assert key == "c/none" and got == {"queries": 3.0, "first_stage": pytest.approx(expected)}
+    assert first_stage_ndcg([c], max_queries=1)["c/none"]["queries"] == 1.0
