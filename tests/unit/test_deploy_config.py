@@ -791,6 +791,7 @@ KEYWORDS = {
     "maximum",
     "minLength",
     "pattern",
+    "anyOf",
     "$ref",
     "definitions",
 }
@@ -814,6 +815,8 @@ def validate(value: Any, node: dict[str, Any], root: dict[str, Any], path: str =
             target = target[part]
         return validate(value, target, root, path)
     errors: list[str] = []
+    if "anyOf" in node and all(validate(value, sub, root, path) for sub in node["anyOf"]):
+        errors.append(f"{path}: {value!r} matches none of anyOf {node['anyOf']}")
     if "type" in node:
         types = node["type"] if isinstance(node["type"], list) else [node["type"]]
         if not any(JSON_TYPES[t](value) for t in types):
@@ -857,6 +860,8 @@ def schema_keywords(node: Any) -> set[str]:
             found |= schema_keywords(sub)
     for key in ("items", "additionalProperties", "propertyNames"):
         found |= schema_keywords(node.get(key))
+    for sub in node.get("anyOf", []):
+        found |= schema_keywords(sub)
     return found
 
 
@@ -919,6 +924,8 @@ def helm_env(name: str, block: dict[str, Any]) -> dict[str, str]:
     env |= {k: f"<{target}>" for k, target in block["upstreams"].items()}
     env |= {k: f"<secret {ref['name']}/{ref['key']}>" for k, ref in block["secretEnv"].items()}
     env |= {v: f"<qdrant {k}>" for k, v in block["qdrantEnv"].items()}
+    env |= {v: f"<broker {k}>" for k, v in block["brokerEnv"].items()}
+    env |= {v: f"<store {k}>" for k, v in block["storeEnv"].items()}
     if block["models"]:
         env[MODELS_ENV] = values()["models"]["mountPath"]
     return env
@@ -1035,6 +1042,8 @@ def templates() -> dict[str, str]:
         "hpa.yaml",
         "networkpolicy.yaml",
         "qdrant.yaml",
+        "rabbitmq.yaml",
+        "minio.yaml",
         "models.yaml",
     } <= set(found)
     return found
@@ -1110,6 +1119,11 @@ def component(obj: dict[str, Any]) -> str:
     return str(obj["metadata"]["labels"]["app.kubernetes.io/component"])
 
 
+def of(objects: dict[str, list[dict[str, Any]]], kind: str, name: str) -> list[dict[str, Any]]:
+    """The rendered objects of one kind that belong to one component (qdrant, rabbitmq, minio ...)."""
+    return [o for o in objects.get(kind, []) if component(o) == name]
+
+
 def test_helm_lints_clean(helm: Any) -> None:
     assert helm.lint(str(CHART))["errors"] == []
 
@@ -1164,7 +1178,8 @@ def test_helm_renders_what_the_code_expects(helm: Any) -> None:
     for deployment in deployments.values():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert not {e["name"] for e in container["env"]} & (otel_env() | {MODELS_ENV})
-    assert "PersistentVolumeClaim" not in objects and "Job" not in objects
+    assert "PersistentVolumeClaim" not in objects
+    assert [component(j) for j in objects["Job"]] == ["minio-setup"]  # the in-cluster bucket's, no training
 
 
 def test_helm_gpu_and_external_qdrant(helm: Any) -> None:
@@ -1240,7 +1255,7 @@ QDRANT_CLUSTER = {
 def test_helm_qdrant_cluster_mode(helm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     objects = render(helm, {"qdrant": QDRANT_CLUSTER})
     in_cluster = values()["qdrant"]["inCluster"]
-    (sts,) = objects["StatefulSet"]
+    (sts,) = of(objects, "StatefulSet", "qdrant")
     assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
     pod = sts["spec"]["template"]["spec"]
     (qdrant,) = pod["containers"]
@@ -1264,7 +1279,7 @@ def test_helm_qdrant_cluster_mode(helm: Any, monkeypatch: pytest.MonkeyPatch) ->
     assert qdrant["securityContext"]["readOnlyRootFilesystem"] is True
     assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["storage"]
     assert qdrant["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    (pdb,) = objects["PodDisruptionBudget"]
+    (pdb,) = of(objects, "PodDisruptionBudget", "qdrant")
     assert pdb["spec"]["maxUnavailable"] == 1
     # Every service that talks to Qdrant gets its URL, API key and the collection layout, and its
     # Settings turn them into the create_collection arguments.
@@ -1303,19 +1318,19 @@ def test_helm_qdrant_cluster_mode(helm: Any, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_helm_qdrant_single_node_and_existing_service(helm: Any) -> None:
     objects = render(helm, {})
-    (sts,) = objects["StatefulSet"]
+    (sts,) = of(objects, "StatefulSet", "qdrant")
     (qdrant,) = sts["spec"]["template"]["spec"]["containers"]
     assert (
         sts["spec"]["replicas"] == 1
         and "command" not in qdrant
         and "QDRANT__CLUSTER__ENABLED" not in container_env(sts)
     )
-    assert "PodDisruptionBudget" not in objects
+    assert not of(objects, "PodDisruptionBudget", "qdrant")
     gateway = next(d for d in objects["Deployment"] if component(d) == "gateway")
     assert not {n for n in container_env(gateway) if n.endswith(("_SHARD_NUMBER", "_REPLICATION_FACTOR", "_API_KEY"))}
     # A Qdrant already in the namespace: no StatefulSet, the services use its Service.
     objects = render(helm, {"qdrant": {"inCluster": {"deploy": False, "serviceName": "vectors"}}})
-    assert "StatefulSet" not in objects
+    assert not of(objects, "StatefulSet", "qdrant")
     gateway = next(d for d in objects["Deployment"] if component(d) == "gateway")
     assert container_env(gateway)["PRISM_GATEWAY_QDRANT_URL"]["value"] == "http://vectors.shop.svc:6333"
     assert not [p for p in objects["NetworkPolicy"] if component(p) == "qdrant"]
@@ -1358,7 +1373,7 @@ def test_helm_trained_models_volume_and_training_job(helm: Any) -> None:
         assert f"test -f {mount}/{MANIFEST_FILE}" in wait["command"][2]
         assert f"test -f {mount}/{HEAD_WEIGHTS_FILE}" in wait["command"][2]
         assert wait["image"] == container["image"]
-    (job,) = objects["Job"]
+    (job,) = of(objects, "Job", "train")
     pod = job["spec"]["template"]["spec"]
     (train,) = pod["containers"]
     assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
@@ -1371,7 +1386,7 @@ def test_helm_trained_models_volume_and_training_job(helm: Any) -> None:
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "catalogs", "readOnly": True}
     # An existing claim: mounted as it is, nothing created; no data claim: training refused.
     objects = render(helm, {"models": {"enabled": True, "existingClaim": "trained", "waitForModels": False}})
-    assert "PersistentVolumeClaim" not in objects and "Job" not in objects
+    assert "PersistentVolumeClaim" not in objects and not of(objects, "Job", "train")
     gateway = next(d for d in objects["Deployment"] if component(d) == "gateway")["spec"]["template"]["spec"]
     assert {v["name"]: v for v in gateway["volumes"]}["models"]["persistentVolumeClaim"]["claimName"] == "trained"
     assert "initContainers" not in gateway
