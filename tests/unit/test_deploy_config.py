@@ -18,6 +18,8 @@ rendered by Helm itself and the rendered objects are checked; otherwise those te
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.server
 import importlib
 import json
@@ -890,6 +892,17 @@ def test_values_satisfy_the_schema() -> None:
         (("qdrant", "inCluster", "podSecurityContext", "runAsNonRoot"), False, "not in"),
         (("models", "mountPath"), "models", "does not match"),
         (("services", "gateway", "models"), "yes", "is not of type"),
+        (("minio", "inCluster", "replicas"), 2, "matches none of anyOf"),
+        (("minio", "inCluster", "replicas"), 3, "matches none of anyOf"),
+        (("rabbitmq", "inCluster", "replicas"), 2, "matches none of anyOf"),
+        (("rabbitmq", "inCluster", "resources", "limits", "memory"), "2G", "does not match"),
+        (("rabbitmq", "inCluster", "podSecurityContext", "runAsNonRoot"), False, "not in"),
+        (("rabbitmq", "external", "secretName"), "", "shorter than"),
+        (("minio", "bucket"), "Prism_Media", "does not match"),
+        (("minio", "inCluster", "notify", "exchangeType"), "fan-out", "not in"),
+        (("minio", "external", "endpoint"), "https://s3.example.net", "does not match"),
+        (("services", "ingest", "brokerEnv", "host"), "PRISM_INGEST_BROKER_HOST", "unknown key host"),
+        (("services", "gateway", "storeEnv", "endpoint"), "store_endpoint", "does not match"),
     ],
 )
 def test_schema_rejects_bad_values(where: tuple[str, ...], bad: Any, complaint: str) -> None:
@@ -900,6 +913,15 @@ def test_schema_rejects_bad_values(where: tuple[str, ...], bad: Any, complaint: 
     node[where[-1]] = bad
     errors = validate(data, schema(), schema())
     assert errors and any(complaint in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("where", "replicas"), [("minio", 1), ("minio", 4), ("minio", 6), ("rabbitmq", 1), ("rabbitmq", 5)]
+)
+def test_schema_accepts_standalone_and_clustered_servers(where: str, replicas: int) -> None:
+    data = values()
+    data[where]["inCluster"]["replicas"] = replicas
+    assert validate(data, schema(), schema()) == []
 
 
 def chart_services() -> dict[str, dict[str, Any]]:
@@ -989,6 +1011,126 @@ def test_helm_upstreams_and_qdrant_point_at_real_things() -> None:
     # The in-cluster server speaks the client's minor version.
     client_minor = ".".join(pinned("qdrant-client").split(".")[:2])
     assert qdrant["inCluster"]["image"]["tag"].startswith(f"v{client_minor}.")
+
+
+# storeEnv key -> the StoreSettings field (PRISM_STORE_<field>) it sets.
+STORE_FIELDS = {
+    "endpoint": "endpoint",
+    "secure": "secure",
+    "bucket": "bucket",
+    "accessKey": "access_key",
+    "secretKey": "secret_key",
+    "notifyArn": "notify_arn",
+}
+# mc's event names (`mc event add --event`) -> the S3 event types MinIO subscribes them as.
+MC_EVENTS = {"put": "s3:ObjectCreated:*", "delete": "s3:ObjectRemoved:*", "get": "s3:ObjectAccessed:*"}
+
+
+def bucket_subscribers() -> set[str]:
+    """Services whose code subscribes the bucket to the broker on start (S3Store.ensure_bucket)."""
+    users = set()
+    for service, module in SERVICES.items():
+        folder = REPO / Path(*module.split(".")[:-1])
+        if any("ensure_bucket()" in f.read_text(encoding="utf-8") for f in folder.glob("*.py")):
+            users.add(service)
+    assert users == {"ingest"}, users
+    return users
+
+
+def bucket_events() -> set[str]:
+    """The S3 events S3Store.ensure_bucket subscribes the bucket to (prism/storage.py)."""
+    source = (REPO / "shared" / "prism" / "storage.py").read_text(encoding="utf-8")
+    m = re.search(r"QueueConfig\(\s*\[([^\]]*)\]", source)
+    assert m, "prism/storage.py no longer subscribes the bucket with a QueueConfig"
+    events = set(re.findall(r'"([^"]+)"', m.group(1)))
+    assert events and events <= set(MC_EVENTS.values()), events
+    return events
+
+
+def ingest_exchange() -> Any:
+    """The exchange bucket events must reach: the one the workers' events queue is bound to."""
+    from types import SimpleNamespace
+
+    from services.ingest.app import IngestApp
+    from services.ingest.settings import Settings as IngestSettings
+
+    app = SimpleNamespace(settings=IngestSettings(), queue_arguments=dict)
+    return IngestApp.events_queue(app).exchange  # type: ignore[arg-type]
+
+
+def broker_users() -> set[str]:
+    """Services whose Settings read an AMQP URL (broker_url)."""
+    users = {s for s in SERVICES if "broker_url" in settings_class(s).model_fields}
+    assert users == {"ingest"}, users
+    return users
+
+
+def test_helm_broker_and_store_env_match_the_settings() -> None:
+    """brokerEnv / storeEnv name exactly the settings that read the broker URL and the object store."""
+    assert set(STORE_FIELDS.values()) <= set(StoreSettings.model_fields)
+    credentials = {env_name(StoreSettings, "access_key"), env_name(StoreSettings, "secret_key")}
+    for name, block in chart_services().items():
+        cls = settings_class(name)
+        assert block["brokerEnv"] == ({"url": env_name(cls, "broker_url")} if name in broker_users() else {}), name
+        expected = {}
+        if name in STORE_USERS:
+            expected = {
+                key: env_name(StoreSettings, field)
+                for key, field in STORE_FIELDS.items()
+                if key != "notifyArn" or name in bucket_subscribers()
+            }
+            assert block["env"][env_name(StoreSettings, "backend")] == "s3", name
+        assert block["storeEnv"] == expected, name
+        # Addresses and credentials come from `rabbitmq` / `minio` only, never from a service's own env.
+        chart_set = set(expected.values()) | set(block["brokerEnv"].values())
+        assert not chart_set & (set(block["env"]) | set(block["secretEnv"])), name
+        assert not credentials & set(block["env"]), name
+
+
+def test_helm_in_cluster_broker_and_store_match_compose_and_the_code() -> None:
+    from urllib.parse import urlsplit
+
+    from services.ingest.settings import Settings as IngestSettings
+
+    v, services = values(), compose()["services"]
+    rabbit, minio = v["rabbitmq"]["inCluster"], v["minio"]["inCluster"]
+    # The servers docker-compose.yml runs: the same RabbitMQ series (at a patch release that knows the
+    # global default_queue_type, 3.13.3+), the same MinIO release.
+    series, _, flavour = services["rabbitmq"]["image"].split(":", 1)[1].partition("-")
+    m = re.fullmatch(rf"{re.escape(series)}\.(\d+)-{re.escape(flavour)}", rabbit["image"]["tag"])
+    assert rabbit["image"]["repository"] == "rabbitmq" and m and int(m.group(1)) >= 3, rabbit["image"]
+    assert f"{minio['image']['repository']}:{minio['image']['tag']}" == services["minio"]["image"]
+    # A quorum by default: an odd number of nodes, at least three.
+    assert rabbit["replicas"] >= 3 and rabbit["replicas"] % 2 == 1
+    # Ports: the ones compose publishes and the code's defaults point at.
+    assert {rabbit["port"], rabbit["managementPort"]} <= container_ports(services["rabbitmq"])
+    assert {minio["port"], minio["consolePort"]} <= container_ports(services["minio"])
+    assert urlsplit(IngestSettings.model_fields["broker_url"].default).port == rabbit["port"]
+    assert str(StoreSettings.model_fields["endpoint"].default).endswith(f":{minio['port']}")
+    # The images' users: rabbitmq's own (999); MinIO's image runs as root, so a non-root one.
+    assert rabbit["podSecurityContext"]["runAsUser"] == 999
+    assert minio["podSecurityContext"]["runAsNonRoot"] is True and minio["podSecurityContext"]["runAsUser"] > 0
+    # MinIO's AMQP target: compose's, publishing to the exchange the workers consume, into compose's bucket.
+    compose_minio, compose_ingest = compose_env(services["minio"]), compose_env(services["ingest"])
+    arn = re.fullmatch(r"arn:minio:sqs::(\w+):amqp", compose_ingest[env_name(StoreSettings, "notify_arn")])
+    assert arn and minio["notify"]["target"] == arn.group(1)
+    exchange = ingest_exchange()
+    assert minio["notify"]["exchange"] == exchange.name == compose_minio[f"MINIO_NOTIFY_AMQP_EXCHANGE_{arn.group(1)}"]
+    assert minio["notify"]["exchangeType"] == exchange.type and exchange.durable
+    assert v["minio"]["bucket"] == compose_ingest[env_name(StoreSettings, "bucket")] == StoreSettings().bucket
+
+
+def test_helm_rabbitmq_config_template_declares_quorum_queues_and_k8s_discovery() -> None:
+    """The rabbitmq.conf template, read as text (the rendered file is checked where Helm runs)."""
+    helpers, rabbitmq = templates()["_helpers.tpl"], templates()["rabbitmq.yaml"]
+    m = re.search(r'define "prism\.rabbitmqConf" -\}\}(.*?)\{\{- end -\}\}', helpers, re.S)
+    assert m
+    lines = {line.strip() for line in m.group(1).splitlines()}
+    assert "default_queue_type = quorum" in lines
+    assert "cluster_formation.peer_discovery_backend = rabbit_peer_discovery_k8s" in lines
+    assert "cluster_formation.k8s.service_name = {{ $headless }}" in lines
+    assert re.search(r'\$plugins := "\[[\w,]*rabbitmq_peer_discovery_k8s[\w,]*\]\."', rabbitmq)
+    assert re.search(r"resources: \[endpoints\]\s*\n\s*verbs: \[get\]", rabbitmq)
 
 
 def test_helm_models_flag_marks_the_services_that_load_models() -> None:
@@ -1392,3 +1534,351 @@ def test_helm_trained_models_volume_and_training_job(helm: Any) -> None:
     assert "initContainers" not in gateway
     with pytest.raises(helm.HelmError, match="dataClaim"):
         render(helm, {"models": {"enabled": True, "training": {"enabled": True}}})
+
+
+# In-cluster RabbitMQ and MinIO, or external ones: what the chart renders for each, against the code.
+
+
+def rabbitmq_conf(text: str) -> dict[str, str]:
+    """rabbitmq.conf (sysctl format) as key -> value; comments dropped, a key set twice refused."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and key.strip() not in out, line
+        out[key.strip()] = value.strip()
+    return out
+
+
+def quantity_bytes(text: str) -> int:
+    m = re.fullmatch(r"(\d+)(Mi|Gi)", text)
+    assert m, text
+    return int(m.group(1)) * {"Mi": 2**20, "Gi": 2**30}[m.group(2)]
+
+
+def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def client_service(objects: dict[str, list[dict[str, Any]]], name: str) -> dict[str, Any]:
+    (service,) = [s for s in of(objects, "Service", name) if s["spec"].get("clusterIP") != "None"]
+    return service
+
+
+def peer_components(peers: list[dict[str, Any]]) -> set[str]:
+    return {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers if "podSelector" in p}
+
+
+def broker_refs(objects: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    """Where each user of the broker takes its AMQP URL from: the workers' env, the in-cluster MinIO's
+    AMQP target, the workers' KEDA scaler."""
+    refs = {}
+    for deployment in objects["Deployment"]:
+        name = component(deployment)
+        if name in broker_users():
+            var = env_name(settings_class(name), "broker_url")
+            refs[name] = container_env(deployment)[var]["valueFrom"]["secretKeyRef"]
+    for sts in of(objects, "StatefulSet", "minio"):
+        (url,) = [e for n, e in container_env(sts).items() if n.startswith("MINIO_NOTIFY_AMQP_URL_")]
+        refs["minio"] = url["valueFrom"]["secretKeyRef"]
+    for auth in objects.get("TriggerAuthentication", []):
+        (host,) = [t for t in auth["spec"]["secretTargetRef"] if t["parameter"] == "host"]
+        refs["keda"] = {"name": host["name"], "key": host["key"]}
+    return refs
+
+
+def test_helm_rabbitmq_forms_one_quorum_cluster_by_kubernetes_discovery(helm: Any) -> None:
+    from types import SimpleNamespace
+
+    from services.ingest.app import IngestApp
+    from services.ingest.settings import Settings as IngestSettings
+
+    in_cluster = values()["rabbitmq"]["inCluster"]
+    objects = render(helm, {})
+    (sts,) = of(objects, "StatefulSet", "rabbitmq")
+    pod = sts["spec"]["template"]["spec"]
+    (rabbit,) = pod["containers"]
+    env = container_env(sts)
+    ports = {p["name"]: p["containerPort"] for p in rabbit["ports"]}
+    assert sts["spec"]["replicas"] == in_cluster["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    services = {s["metadata"]["name"]: s for s in of(objects, "Service", "rabbitmq")}
+    headless = services[sts["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    # rabbitmq.conf: quorum queues by default (the workers declare theirs quorum themselves) ...
+    (config,) = of(objects, "ConfigMap", "rabbitmq")
+    conf = rabbitmq_conf(config["data"]["rabbitmq.conf"])
+    assert conf["default_queue_type"] == "quorum"
+    worker = SimpleNamespace(in_memory=False, settings=IngestSettings())
+    assert IngestApp.queue_arguments(worker)["x-queue-type"] == "quorum"  # type: ignore[arg-type]
+    assert "services/ingest/app.py" in config["data"]["rabbitmq.conf"]
+    # ... and the cluster formed from the pods behind the headless Service, named as the nodes name
+    # themselves (the plugin joins rabbit@<pod><suffix> for each endpoint).
+    plugins = re.fullmatch(r"\[([\w,]+)\]\.", config["data"]["enabled_plugins"])
+    assert plugins and "rabbitmq_peer_discovery_k8s" in plugins.group(1).split(",")
+    assert conf["cluster_formation.peer_discovery_backend"] == "rabbit_peer_discovery_k8s"
+    assert conf["cluster_formation.k8s.service_name"] == headless["metadata"]["name"]
+    assert conf["cluster_formation.k8s.address_type"] == "hostname"
+    suffix = conf["cluster_formation.k8s.hostname_suffix"]
+    assert suffix == f".{headless['metadata']['name']}.shop.svc.{in_cluster['clusterDomain']}"
+    assert env["RABBITMQ_USE_LONGNAME"]["value"] == "true"
+    assert env["RABBITMQ_NODENAME"]["value"].replace("$(MY_POD_NAMESPACE)", "shop") == f"rabbit@$(MY_POD_NAME){suffix}"
+    assert env["MY_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["MY_POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # Ports: AMQP as configured, Erlang distribution fixed where the NetworkPolicy opens it.
+    assert int(conf["listeners.tcp.default"]) == ports["amqp"] == in_cluster["port"]
+    assert int(conf["management.tcp.port"]) == ports["management"]
+    assert int(conf["prometheus.tcp.port"]) == ports["metrics"]
+    assert int(env["RABBITMQ_DIST_PORT"]["value"]) == ports["dist"] == 25672
+    assert int(env["ERL_EPMD_PORT"]["value"]) == ports["epmd"] == 4369
+    assert {p["name"] for p in headless["spec"]["ports"]} >= {"epmd", "dist"}
+    # The node's memory is 80% of the container's limit, not the host's.
+    limit = quantity_bytes(in_cluster["resources"]["limits"]["memory"])
+    assert int(conf["total_memory_available_override_value"]) == limit * 4 // 5
+    assert rabbit["resources"]["limits"]["memory"] == in_cluster["resources"]["limits"]["memory"]
+    # Config changes roll the pods.
+    digest = hashlib.sha256(f"{config['data']['rabbitmq.conf'].rstrip()}\n{config['data']['enabled_plugins']}".encode())
+    assert sts["spec"]["template"]["metadata"]["annotations"]["checksum/config"] == digest.hexdigest()
+    # What the plugin needs of the API: `get endpoints`, with the pods' own token.
+    (account,) = of(objects, "ServiceAccount", "rabbitmq")
+    (role,) = of(objects, "Role", "rabbitmq")
+    (binding,) = of(objects, "RoleBinding", "rabbitmq")
+    assert pod["serviceAccountName"] == account["metadata"]["name"] and pod["automountServiceAccountToken"] is True
+    assert {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get"]} in role["rules"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "shop"}]
+    # Node-local probes; a node stops only once its quorum queues keep a majority without it.
+    assert rabbit["startupProbe"]["exec"]["command"] == ["rabbitmq-diagnostics", "-q", "ping"]
+    assert rabbit["livenessProbe"]["exec"]["command"] == ["rabbitmq-diagnostics", "-q", "ping"]
+    assert rabbit["readinessProbe"]["exec"]["command"] == ["rabbitmq-diagnostics", "-q", "check_port_connectivity"]
+    pre_stop = rabbit["lifecycle"]["preStop"]["exec"]["command"][2]
+    wait = re.search(r"rabbitmq-upgrade await_online_quorum_plus_one -t (\d+)", pre_stop)
+    grace = pod["terminationGracePeriodSeconds"]
+    assert wait and int(wait.group(1)) < grace == in_cluster["terminationGracePeriodSeconds"]
+    (pdb,) = of(objects, "PodDisruptionBudget", "rabbitmq")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # Non-root as the image's user, read-only root filesystem: config and the owner-only Erlang cookie
+    # are assembled in writable volumes, the data on a volume per pod.
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 999
+    assert rabbit["securityContext"]["readOnlyRootFilesystem"] is True
+    (setup,) = pod["initContainers"]
+    assert "chmod 400 /var/lib/rabbitmq/.erlang.cookie" in setup["command"][2]
+    assert setup["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in rabbit["volumeMounts"]}
+    assert mounts["/var/lib/rabbitmq/mnesia"] == "data" and mounts["/etc/rabbitmq"] == "etc"
+    assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["data"]
+    # One node: no PodDisruptionBudget, no quorum wait (it would wait for peers that do not exist).
+    objects = render(helm, {"rabbitmq": {"inCluster": {"replicas": 1}}})
+    (sts,) = of(objects, "StatefulSet", "rabbitmq")
+    assert "lifecycle" not in sts["spec"]["template"]["spec"]["containers"][0]
+    assert not of(objects, "PodDisruptionBudget", "rabbitmq")
+
+
+def test_helm_broker_url_reaches_the_workers_minio_and_keda(helm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.parse import urlsplit
+
+    from services.ingest.app import create_app
+    from services.ingest.settings import Settings as IngestSettings
+
+    objects = render(helm, {})
+    (secret,) = of(objects, "Secret", "rabbitmq")
+    data = secret_data(secret)
+    service = client_service(objects, "rabbitmq")
+    amqp = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "amqp")
+    # The generated URL, as the workers' own app reads it: the client Service, vhost "/", the user.
+    for var in list(os.environ):
+        if var.startswith("PRISM_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv(env_name(IngestSettings, "broker_url"), data["amqp-url"])
+    with create_app(IngestSettings()).connection_for_write() as conn:
+        assert (conn.hostname, conn.port, conn.virtual_host) == (f"{service['metadata']['name']}.shop.svc", amqp, "/")
+        assert (conn.userid, conn.password) == (data["username"], data["password"])
+    # Vhost "/" as the AMQP URI spec writes it: a bare trailing slash is the empty vhost to clients
+    # that follow the spec (kombu and amqp091-go happen to read both as "/").
+    assert urlsplit(data["amqp-url"]).path == "/%2F"
+    assert data["username"] == values()["rabbitmq"]["inCluster"]["auth"]["username"]
+    assert len(data["password"]) >= 32 and len(data["erlang-cookie"]) >= 32
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    ref = {"name": secret["metadata"]["name"], "key": "amqp-url"}
+    assert broker_refs(objects) == {"ingest": ref, "minio": ref, "keda": ref}
+    # The nodes seed that user and authenticate each other with that cookie.
+    (sts,) = of(objects, "StatefulSet", "rabbitmq")
+    pod = sts["spec"]["template"]["spec"]
+    (setup,) = pod["initContainers"]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in setup["env"]} == {
+        "RABBITMQ_USERNAME": {"name": ref["name"], "key": "username"},
+        "RABBITMQ_PASSWORD": {"name": ref["name"], "key": "password"},
+    }
+    assert {v["name"]: v for v in pod["volumes"]}["secret"]["secret"]["secretName"] == ref["name"]
+    # An existing Secret instead: nothing generated, the same users read it.
+    objects = render(helm, {"rabbitmq": {"inCluster": {"auth": {"existingSecret": "broker"}}}})
+    assert not of(objects, "Secret", "rabbitmq")
+    assert broker_refs(objects) == {u: {"name": "broker", "key": "amqp-url"} for u in ("ingest", "minio", "keda")}
+    # An external broker: no RabbitMQ objects at all, every user reads external's Secret.
+    objects = render(
+        helm, {"rabbitmq": {"inCluster": {"enabled": False}, "external": {"secretName": "mq", "secretKey": "url"}}}
+    )
+    assert not any(of(objects, kind, "rabbitmq") for kind in objects)
+    assert broker_refs(objects) == {u: {"name": "mq", "key": "url"} for u in ("ingest", "minio", "keda")}
+
+
+@pytest.mark.parametrize("mode", ["in-cluster", "external"])
+def test_helm_object_store_reaches_the_services(helm: Any, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    external = {"endpoint": "s3.example.net:443", "secretName": "store", "accessKeyKey": "id", "secretKeyKey": "key"}
+    external["notifyArn"] = "arn:minio:sqs::SHOP:amqp"
+    if mode == "in-cluster":
+        objects = render(helm, {})
+        (secret,) = of(objects, "Secret", "minio")
+        service = client_service(objects, "minio")
+        api = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "api")
+        endpoint, secure = f"{service['metadata']['name']}.shop.svc:{api}", False
+        keys = {"name": secret["metadata"]["name"], "access": "access-key", "secret": "secret-key"}
+        assert set(secret_data(secret)) == {"access-key", "secret-key"}
+        arn = f"arn:minio:sqs::{values()['minio']['inCluster']['notify']['target']}:amqp"
+    else:
+        objects = render(helm, {"minio": {"inCluster": {"enabled": False}, "external": external}})
+        assert not any(of(objects, kind, name) for kind in objects for name in ("minio", "minio-setup"))
+        endpoint, secure, arn = external["endpoint"], True, external["notifyArn"]
+        keys = {"name": "store", "access": "id", "secret": "key"}
+    for deployment in objects["Deployment"]:
+        name, env = component(deployment), container_env(deployment)
+        store = {n: e for n, e in env.items() if n.startswith(env_prefix(StoreSettings))}
+        if name not in STORE_USERS:
+            assert not store, name
+            continue
+        for cred, key in (("access_key", keys["access"]), ("secret_key", keys["secret"])):
+            assert store[env_name(StoreSettings, cred)]["valueFrom"]["secretKeyRef"] == {
+                "name": keys["name"],
+                "key": key,
+            }
+        # The plain variables, given to StoreSettings as the pod gets them.
+        for var in list(os.environ):
+            if var.startswith("PRISM_"):
+                monkeypatch.delenv(var)
+        for var, e in store.items():
+            monkeypatch.setenv(var, e.get("value", f"<{var}>"))
+        settings = StoreSettings()
+        assert (settings.backend, settings.endpoint, settings.secure) == ("s3", endpoint, secure), name
+        assert settings.bucket == values()["minio"]["bucket"], name
+        assert settings.notify_arn == (arn if name in bucket_subscribers() else ""), name
+    if mode == "external":
+        with pytest.raises(helm.HelmError, match=re.escape("minio.external.endpoint")):
+            render(helm, {"minio": {"inCluster": {"enabled": False}}})
+
+
+def test_helm_minio_server_bucket_and_events_to_the_workers(helm: Any) -> None:
+    in_cluster = values()["minio"]["inCluster"]
+    objects = render(helm, {})
+    (sts,) = of(objects, "StatefulSet", "minio")
+    pod = sts["spec"]["template"]["spec"]
+    (minio,) = pod["containers"]
+    env = container_env(sts)
+    assert sts["spec"]["replicas"] == 1 and minio["args"][0] == "server" and minio["args"][-1] == "/data"
+    assert not of(objects, "PodDisruptionBudget", "minio")
+    assert minio["livenessProbe"]["httpGet"] == {"path": "/minio/health/live", "port": "api"}
+    assert minio["readinessProbe"]["httpGet"] == {"path": "/minio/health/ready", "port": "api"}
+    assert minio["startupProbe"]["httpGet"] == {"path": "/minio/health/live", "port": "api"}
+    assert {p["name"]: p["containerPort"] for p in minio["ports"]} == {
+        "api": in_cluster["port"],
+        "console": in_cluster["consolePort"],
+    }
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    assert minio["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "data", "mountPath": "/data"} in minio["volumeMounts"]
+    # Bucket events go to the exchange the workers consume, under the ARN they subscribe the bucket to.
+    deployments = {component(d): d for d in objects["Deployment"]}
+    ingest = {n: e["value"] for n, e in container_env(deployments["ingest"]).items() if "value" in e}
+    arn = ingest[env_name(StoreSettings, "notify_arn")]
+    target = re.fullmatch(r"arn:minio:sqs::(\w+):amqp", arn)
+    assert target, arn
+    exchange = ingest_exchange()
+    amqp = {n.removesuffix(f"_{target.group(1)}"): e for n, e in env.items() if n.startswith("MINIO_NOTIFY_AMQP_")}
+    assert amqp["MINIO_NOTIFY_AMQP_ENABLE"]["value"] == "on"
+    assert amqp["MINIO_NOTIFY_AMQP_EXCHANGE"]["value"] == exchange.name
+    assert amqp["MINIO_NOTIFY_AMQP_EXCHANGE_TYPE"]["value"] == exchange.type
+    assert amqp["MINIO_NOTIFY_AMQP_DURABLE"]["value"] == "on" and exchange.durable
+    assert amqp["MINIO_NOTIFY_AMQP_DELIVERY_MODE"]["value"] == "2"
+    assert set(amqp) == {
+        f"MINIO_NOTIFY_AMQP_{k}" for k in ("ENABLE", "URL", "EXCHANGE", "EXCHANGE_TYPE", "DURABLE", "DELIVERY_MODE")
+    }
+    # The Job creates the bucket the services use and subscribes it to that target, for the events the
+    # workers subscribe it to themselves, at the endpoint the services use, after install and upgrade.
+    (job,) = of(objects, "Job", "minio-setup")
+    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == {"post-install", "post-upgrade"}
+    (mc,) = job["spec"]["template"]["spec"]["containers"]
+    script, bucket = mc["command"][2], ingest[env_name(StoreSettings, "bucket")]
+    assert mc["image"] == minio["image"]
+    assert f'mc alias set local "http://{ingest[env_name(StoreSettings, "endpoint")]}"' in script
+    assert f'mc mb --ignore-existing "local/{bucket}"' in script
+    added = re.search(rf'mc event add "local/{re.escape(bucket)}" "{re.escape(arn)}" --event ([\w,]+)', script)
+    assert added and {MC_EVENTS[e] for e in added.group(1).split(",")} == bucket_events()
+    job_env = container_env({"spec": job["spec"]})
+    assert job_env["MINIO_ROOT_USER"]["valueFrom"] == env["MINIO_ROOT_USER"]["valueFrom"]
+    assert job_env["MINIO_ROOT_PASSWORD"]["valueFrom"] == env["MINIO_ROOT_PASSWORD"]["valueFrom"]
+    # Four servers or more: one distributed server over every pod's volume, named by the headless Service.
+    objects = render(helm, {"minio": {"inCluster": {"replicas": 4}}})
+    (sts,) = of(objects, "StatefulSet", "minio")
+    headless = next(s for s in of(objects, "Service", "minio") if s["metadata"]["name"] == sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    volumes = (
+        f"http://{sts['metadata']['name']}-{{0...3}}.{headless['metadata']['name']}.shop.svc.cluster.local:9000/data"
+    )
+    assert sts["spec"]["template"]["spec"]["containers"][0]["args"][-1] == volumes
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    (pdb,) = of(objects, "PodDisruptionBudget", "minio")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # Two or three servers cannot erasure-code: Helm refuses them by the schema.
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema({"minio": {"inCluster": {"replicas": 4}}})
+        for bad in (2, 3):
+            with pytest.raises(helm.HelmError, match="anyOf"):
+                chart.validate_schema({"minio": {"inCluster": {"replicas": bad}}})
+
+
+def test_helm_network_policies_open_the_broker_and_store_to_their_users(helm: Any) -> None:
+    metrics_from = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    objects = render(helm, {"minio": {"inCluster": {"replicas": 4}}, "networkPolicy": {"metricsFrom": metrics_from}})
+
+    def ingress(name: str) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+        (policy,) = of(objects, "NetworkPolicy", name)
+        return {tuple(sorted(p["port"] for p in r["ports"])): r["from"] for r in policy["spec"]["ingress"]}
+
+    def container_ports_of(name: str) -> dict[str, int]:
+        (sts,) = of(objects, "StatefulSet", name)
+        (container,) = sts["spec"]["template"]["spec"]["containers"]
+        return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+    # RabbitMQ: AMQP (5672) from the workers, MinIO's event target and KEDA; epmd (4369) and
+    # distribution (25672) only between the nodes; Prometheus from metricsFrom.
+    rules, ports = ingress("rabbitmq"), container_ports_of("rabbitmq")
+    assert (ports["amqp"], ports["epmd"], ports["dist"]) == (5672, 4369, 25672)
+    assert set(rules) == {("amqp",), ("dist", "epmd"), ("metrics",)}
+    assert peer_components(rules[("amqp",)]) == broker_users() | {"minio"}
+    assert [p for p in rules[("amqp",)] if "podSelector" not in p] == values()["networkPolicy"]["brokerFrom"]
+    assert rules[("dist", "epmd")] == [
+        {"podSelector": {"matchLabels": of(objects, "StatefulSet", "rabbitmq")[0]["spec"]["selector"]["matchLabels"]}}
+    ]
+    assert rules[("metrics",)] == metrics_from
+    # MinIO: the S3 API (9000) from the services that use the store, the setup Job and, distributed,
+    # the other MinIO pods; nothing else (the console is for kubectl port-forward).
+    rules, ports = ingress("minio"), container_ports_of("minio")
+    assert ports["api"] == 9000 and set(rules) == {("api",)}
+    assert peer_components(rules[("api",)]) == STORE_USERS | {"minio", "minio-setup"}
+    # Each selector matches the pods it means.
+    pods = {
+        component(w): w["spec"]["template"]["metadata"]["labels"]
+        for kind in ("Deployment", "StatefulSet", "Job")
+        for w in objects[kind]
+    }
+    for name in ("rabbitmq", "minio"):
+        for peers in ingress(name).values():
+            for peer in peers:
+                if "podSelector" in peer:
+                    labels = peer["podSelector"]["matchLabels"]
+                    assert labels.items() <= pods[labels["app.kubernetes.io/component"]].items()
