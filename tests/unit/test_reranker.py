@@ -72,3 +72,60 @@ def test_first_stage_ndcg_needs_no_model() -> None:
     expected = np.mean([ndcg_at_k([c.ids[j] for j in c.order[qi]], c.rels[qi], 10) for qi in range(3)])
     assert key == "c/none" and got == {"queries": 3.0, "first_stage": pytest.approx(expected)}
     assert first_stage_ndcg([c], max_queries=1)["c/none"]["queries"] == 1.0
+
+
+def test_old_configs_load_without_the_rank_prior() -> None:
+    # reranker.json files written before the prior existed describe a model without it
+    old = {k: v for k, v in RerankerConfig().to_json().items() if k != "rank_prior"}
+    assert RerankerConfig.from_json(old).rank_prior is False
+    assert RerankerConfig.from_json(RerankerConfig().to_json()).rank_prior is True
+
+
+def _tiny_cross_encoder(rank_prior: bool) -> tuple[object, RerankerConfig]:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from prism.models.reranker import build_cross_encoder
+
+    torch.manual_seed(0)
+    bert = BertModel(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+        add_pooling_layer=False,
+    )
+    cfg = RerankerConfig(image_dim=4, rank_prior=rank_prior)
+    model = build_cross_encoder(bert, cfg)
+    model.eval()  # no dropout: scores are compared exactly
+    return model, cfg
+
+
+def test_a_fresh_model_with_the_rank_prior_keeps_the_first_stage_order() -> None:
+    import torch
+
+    model, _ = _tiny_cross_encoder(rank_prior=True)
+    ids = torch.randint(5, 50, (6, 9))
+    mask = torch.ones_like(ids)
+    image = torch.randn(6, 4)
+    has = torch.tensor([True, False, True, True, False, True])
+    with torch.inference_mode():
+        scores = model(ids, mask, image, has, torch.arange(6, dtype=torch.float32))  # type: ignore[operator]
+        shuffled = model(ids, mask, image, has, torch.tensor([5.0, 4, 3, 2, 1, 0]))  # type: ignore[operator]
+    # untrained: the text head is zero, so the order is the first stage's whatever the pair says
+    assert torch.all(scores[:-1] > scores[1:])
+    assert torch.all(shuffled[:-1] < shuffled[1:])
+    # the text head learns the correction: once it is non-zero the pair's content moves the score
+    with torch.no_grad():
+        model.score.weight.normal_()  # type: ignore[attr-defined]
+        moved = model(ids, mask, image, has, torch.arange(6, dtype=torch.float32))  # type: ignore[operator]
+    assert not torch.allclose(moved - moved[0], scores - scores[0])
+
+
+def test_without_the_prior_the_rank_is_ignored() -> None:
+    import torch
+
+    model, _ = _tiny_cross_encoder(rank_prior=False)
+    ids = torch.randint(5, 50, (3, 7))
+    args = (ids, torch.ones_like(ids), torch.randn(3, 4), torch.ones(3, dtype=torch.bool))
+    with torch.inference_mode():
+        a = model(*args, torch.arange(3, dtype=torch.float32))  # type: ignore[operator]
+        b = model(*args, torch.tensor([9.0, 0, 4]))  # type: ignore[operator]
+    assert torch.equal(a, b)

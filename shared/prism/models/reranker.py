@@ -47,6 +47,11 @@ class RerankerConfig:
     max_tokens: int = 64  # whole pair, special tokens and the photo token included
     max_query_tokens: int = 16
     image_dim: int = 384  # the shared space (0: no photo token)
+    # The first stage's rank enters the score as a learned prior, ``w * -log(1 + rank)``, and the
+    # text head starts at zero: a fresh model reproduces the first stage's order and training
+    # learns the correction, rather than having to relearn from a few hundred products everything
+    # the first stage already knows.
+    rank_prior: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +59,7 @@ class RerankerConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RerankerConfig:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known.setdefault("rank_prior", False)  # written before the prior existed
         return cls(**known)
 
 
@@ -129,8 +135,8 @@ class _Tokens:
 
 
 def build_cross_encoder(bert: BertModel, config: RerankerConfig) -> nn.Module:
-    """The scoring network around a (truncated) BERT: photo projection, a "no photo" embedding and
-    a linear score on ``[CLS]``."""
+    """The scoring network around a (truncated) BERT: photo projection, a "no photo" embedding, a
+    linear score on the mean-pooled pair and, with ``rank_prior``, the first stage's rank."""
     import torch
     from torch import nn
 
@@ -143,9 +149,18 @@ def build_cross_encoder(bert: BertModel, config: RerankerConfig) -> nn.Module:
             self.image_proj = nn.Linear(max(config.image_dim, 1), hidden)
             self.no_image = nn.Parameter(torch.zeros(hidden))
             self.score = nn.Linear(hidden, 1)
+            if config.rank_prior:
+                nn.init.zeros_(self.score.weight)
+                nn.init.zeros_(self.score.bias)
+                self.prior_weight = nn.Parameter(torch.ones(()))
 
         def forward(
-            self, ids: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor
+            self,
+            ids: torch.Tensor,
+            mask: torch.Tensor,
+            image: torch.Tensor,
+            has_image: torch.Tensor,
+            rank: torch.Tensor | None = None,
         ) -> torch.Tensor:
             words = self.bert.embeddings.word_embeddings(ids)
             photo = torch.where(has_image[:, None], self.image_proj(image), self.no_image[None, :])
@@ -156,6 +171,9 @@ def build_cross_encoder(bert: BertModel, config: RerankerConfig) -> nn.Module:
             m = mask.unsqueeze(-1).to(hidden_states.dtype)
             pooled = (hidden_states * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
             scores: torch.Tensor = self.score(pooled).squeeze(-1)
+            if config.rank_prior:
+                ranks = rank if rank is not None else torch.zeros_like(scores)
+                scores = scores - self.prior_weight * torch.log1p(ranks.to(scores.dtype))
             return scores
 
     return CrossEncoder()
@@ -237,9 +255,11 @@ class Reranker:
         passages: Sequence[str],
         images: npt.NDArray[np.float32] | None = None,
         has_image: npt.NDArray[np.bool_] | None = None,
+        ranks: npt.NDArray[np.float32] | None = None,
     ) -> npt.NDArray[np.float32]:
         """One score per passage (higher is better). ``images``: ``(n, image_dim)`` shared-space
-        photo vectors with ``has_image`` saying which rows are real."""
+        photo vectors with ``has_image`` saying which rows are real; ``ranks``: each passage's
+        place in the first stage's ranking (0 = first; default: the order given)."""
         import torch
 
         n = len(passages)
@@ -248,6 +268,7 @@ class Reranker:
         dim = max(self.config.image_dim, 1)
         img = images if images is not None else np.zeros((n, dim), dtype=np.float32)
         present = has_image if has_image is not None else np.zeros(n, dtype=bool)
+        places = ranks if ranks is not None else np.arange(n, dtype=np.float32)
         t0 = time.perf_counter()
         with self._lock:
             ids, mask = self._tokens.batch(query, passages)
@@ -257,6 +278,7 @@ class Reranker:
                     torch.from_numpy(mask),
                     torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)),
                     torch.from_numpy(np.asarray(present, dtype=bool)),
+                    torch.from_numpy(np.asarray(places, dtype=np.float32)),
                 )
             scores: npt.NDArray[np.float32] = out.float().numpy().astype(np.float32)
         ms = (time.perf_counter() - t0) * 1000

@@ -9,7 +9,9 @@ Data: the validation products (never seen by the image head, so their projected 
 noisy as a new product's), half A to train on and half B to decide with, the same halves as the
 fusion weights.  Each strip mode the index may hold (``--fit-strip``) gives its own candidates:
 photo-only products teach the photo token.  Loss: listwise softmax cross-entropy against the
-graded gains ``2^g - 1`` of a group of candidates.  The kept epoch is the one with the best nDCG@10
+graded gains ``2^g - 1`` of a group of candidates.  The model sees each candidate's first-stage
+rank (a learned prior, :class:`~prism.models.reranker.RerankerConfig`), so it starts from the
+first stage's order and learns what to move.  The kept epoch is the one with the best nDCG@10
 on half B, and ``enabled_by_default`` is set only when that beats the first stage there.
 """
 
@@ -38,8 +40,8 @@ log = structlog.get_logger(__name__)
 class RerankTrainConfig:
     head: int = 20  # candidates reranked per query (the gateway's default head size)
     group: int = 8  # candidates per training group
-    groups_per_query: int = 2  # groups sampled per query and epoch
-    epochs: int = 2
+    groups_per_query: int = 6  # groups sampled per query and epoch (each with other negatives)
+    epochs: int = 4
     lr: float = 3e-4  # the pretrained layers
     lr_new: float = 2e-3  # photo projection and score head
     max_val_queries: int = 120  # per catalog and mode: validation scores every candidate pair
@@ -107,7 +109,8 @@ def _score_rows(model: Any, tokens: Any, c: Candidates, rows: Sequence[int], bat
             ids, mask = tokens.batch([c.queries[qi] for qi, _ in chunk], [c.passages[j] for _, j in chunk])
             img = torch.from_numpy(c.image[[j for _, j in chunk]])
             has = torch.ones(len(chunk), dtype=torch.bool)
-            s = model(torch.from_numpy(ids), torch.from_numpy(mask), img, has)
+            ranks = torch.tensor([float(k % c.order.shape[1]) for k in range(start, start + len(chunk))])
+            s = model(torch.from_numpy(ids), torch.from_numpy(mask), img, has, ranks)
             scores[start : start + len(chunk)] = s.float().numpy()
     width = c.order.shape[1]
     for k in range(len(rows)):
@@ -219,9 +222,11 @@ def train_reranker(
         losses: list[float] = []
         for start in range(0, len(groups), 4):  # 4 groups (~32 pairs) a step
             batch = groups[start : start + 4]
-            queries, passages, images, targets, sizes = [], [], [], [], []
+            queries, passages, images, targets, sizes, ranks = [], [], [], [], [], []
             for si, qi, rows in batch:
                 c = a_sets[si]
+                place = {int(j): k for k, j in enumerate(c.order[qi])}
+                ranks += [float(place.get(j, cfg.head)) for j in rows]  # from outside the head: last
                 queries += [c.queries[qi]] * len(rows)
                 passages += [c.passages[j] for j in rows]
                 images.append(c.image[rows])
@@ -234,6 +239,7 @@ def train_reranker(
                 torch.from_numpy(tok_mask),
                 torch.from_numpy(np.concatenate(images)),
                 torch.ones(len(queries), dtype=torch.bool),
+                torch.tensor(ranks),
             )
             loss = torch.zeros(())
             for part, target in zip(torch.split(scores, sizes), targets, strict=True):
