@@ -28,6 +28,7 @@ from typing import Any
 from prism.catalog import Catalog
 from prism.devservers import REPO_ROOT, SeaweedFS, ensure_rabbitmq
 from prism.logs import setup_logging
+from prism.models.precision import Precision
 from prism.settings import CommonSettings
 
 
@@ -47,7 +48,13 @@ def _slice(src: Catalog, out: Path, n: int) -> Catalog:
     return Catalog.open(out)
 
 
-def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts: tuple[int, ...]) -> dict[str, Any]:
+def bench_ingest(
+    common: CommonSettings,
+    catalog: Catalog,
+    n: int,
+    worker_counts: tuple[int, ...],
+    text_precision: Precision = "fp32",
+) -> dict[str, Any]:
     from prism.media.images import decode_image
     from prism.storage import S3Store, StoreSettings
     from services.fusion import model as fusion_model
@@ -65,11 +72,14 @@ def bench_ingest(common: CommonSettings, catalog: Catalog, n: int, worker_counts
     tmp = Path(tempfile.mkdtemp(prefix="prism-bench-ingest-"))
     seaweed = SeaweedFS.start(tmp / "seaweed")
     img_service, img_servicer = build_image(ImageSettings(port=0, metrics_port=0, cache_vectors=False), common)
-    txt_service, txt_servicer = build_text(TextSettings(port=0, metrics_port=0, cache_vectors=False), common)
+    txt_service, txt_servicer = build_text(
+        TextSettings(port=0, metrics_port=0, cache_vectors=False, precision=text_precision), common
+    )
     for service in (img_service, txt_service):
         service.start()
         service.warm()
-    out: dict[str, Any] = {"products": n, "catalog": str(catalog.root), "runs": {}}
+    # The image encoder stays fp32 on both sides: the path's image work equals the bare reference.
+    out: dict[str, Any] = {"products": n, "catalog": str(catalog.root), "text_precision": text_precision, "runs": {}}
     try:
         data = _slice(catalog, tmp / "catalog", n)
         photos = [data.media_path(p.images[0]).read_bytes() for p in data.products()]
@@ -251,12 +261,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=300)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--out", type=Path, default=Path("var/bench"))
+    parser.add_argument(
+        "--text-precision",
+        default="fp32",
+        choices=["fp32", "bf16", "int8"],
+        help="the path's text encoder (the image encoder, bare and in the path, stays fp32)",
+    )
     args = parser.parse_args(argv)
     common = CommonSettings()
     setup_logging("WARNING", "console")
     catalog = Catalog.open(args.catalog or common.data_dir / "catalogs" / "myntra")
-    result = bench_ingest(common, catalog, args.products, tuple(int(w) for w in args.workers.split(",")))
-    print(f"\nend-to-end ingestion ({result['products']} products, S3 -> RabbitMQ -> Celery -> gRPC -> fusion)")
+    workers = tuple(int(w) for w in args.workers.split(","))
+    result = bench_ingest(common, catalog, args.products, workers, args.text_precision)
+    print(
+        f"\nend-to-end ingestion ({result['products']} products, S3 -> RabbitMQ -> Celery -> gRPC -> fusion;"
+        f" text encoder {args.text_precision})"
+    )
     print(f"  bare image encoder: {result['bare_image_products_per_s']:.1f} products/s (in-process, no gRPC)")
     print(
         f"  bare text encoder: {result['bare_text_products_per_s']:.1f} products/s; both models, one after the"
@@ -271,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             f" text model busy {run['text_busy']:.0%})"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ingest.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out / 'ingest.json'}")
+    name = "ingest.json" if args.text_precision == "fp32" else f"ingest-text-{args.text_precision}.json"
+    (args.out / name).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out / name}")
     return 0
 
 
