@@ -24,7 +24,7 @@ from prism.encoding import Encoded, EncoderClient
 from prism.errors import InvalidInput, NotFound, Unavailable
 from prism.fusers import RetrievalWeights
 from prism.index import AnyIndex, ScoredProduct, build_filter
-from prism.lexical import Bm25Encoder, QueryTranslator
+from prism.lexical import Bm25Encoder, QueryTranslator, detect_language
 from prism.media.images import ImageLimits, probe_image
 from prism.media.video import VideoLimits, probe_video
 from prism.models.reranker import Reranker, passage
@@ -368,11 +368,17 @@ class SearchCore:
 
         return fused
 
-    def wants_rerank(self, opts: SearchOptions) -> bool:
+    def wants_rerank(self, opts: SearchOptions, query: str = "") -> bool:
+        """A request's own ``rerank`` wins; else ``on``/``off``; else (``auto``) the model's verdict:
+        on when it beat the first stage on validation, for the query languages it was validated on
+        (a Chinese query reaches it only through the dictionary translation, which it never saw)."""
         if opts.rerank is not None:
             return opts.rerank
         mode = self.settings.rerank
-        return mode == "on" or (mode == "auto" and self.reranker is not None and self.reranker.enabled_by_default)
+        if mode != "auto":
+            return mode == "on"
+        reranker = self.reranker
+        return reranker is not None and reranker.enabled_by_default and reranker.serves_language(detect_language(query))
 
     def _with_rerank(
         self, retrieve: Callable[[int, qm.Filter | None], list[Fused]], query: str, note: RerankNote, t0: float
@@ -541,7 +547,7 @@ class SearchCore:
         if not weights:
             raise Unavailable("no retrieval list is configured for text queries")
         note = RerankNote()
-        rerank = self.wants_rerank(opts)
+        rerank = self.wants_rerank(opts, q)
         if len(weights) == 1 and "lexical" not in weights:
             single = self._single(next(iter(weights)), vec)
             if rerank:

@@ -316,3 +316,19 @@ def test_gateway_reranks_text_queries_with_the_trained_cross_encoder(
             page = grpc_client.search_text("blue tshirts", k=head, rerank=True)
             assert page.reranked and page.ids == new
             assert not grpc_client.search_text("blue tshirts", k=head, rerank=False).reranked
+        # auto (the default): on only where validation said so, and only for the languages validated
+        assert core.settings.rerank == "auto" and core.reranker.report["languages"] == ["en"]
+        verdict = core.reranker.report["enabled_by_default"]
+        try:
+            with httpx.Client(base_url=suite.url, timeout=60) as client:
+                core.reranker.report["enabled_by_default"] = True
+                en = client.post("/v1/search", json={"text": "blue tshirts", "k": 5}).json()
+                zh = client.post("/v1/search", json={"text": "蓝色T恤", "k": 5}).json()
+                assert en["reranked"] is True
+                assert zh["reranked"] is False and "rerank_skipped" not in zh  # not asked for: no reason
+                forced = client.post("/v1/search", json={"text": "蓝色T恤", "k": 5, "rerank": True}).json()
+                assert forced["reranked"] is True  # a request may still ask for it
+                core.reranker.report["enabled_by_default"] = False
+                assert client.post("/v1/search", json={"text": "blue tshirts", "k": 5}).json()["reranked"] is False
+        finally:
+            core.reranker.report["enabled_by_default"] = verdict

@@ -129,3 +129,14 @@ def test_without_the_prior_the_rank_is_ignored() -> None:
         a = model(*args, torch.arange(3, dtype=torch.float32))  # type: ignore[operator]
         b = model(*args, torch.tensor([9.0, 0, 4]))  # type: ignore[operator]
     assert torch.equal(a, b)
+
+
+def test_auto_reranks_only_the_validated_languages() -> None:
+    from prism.models.reranker import Reranker
+
+    model, cfg = _tiny_cross_encoder(rank_prior=True)
+    tokens = object()  # serves_language reads the report only
+    scoped = Reranker(model, tokens, cfg, {"enabled_by_default": True, "languages": ["en"]})  # type: ignore[arg-type]
+    assert scoped.serves_language("en") and not scoped.serves_language("zh") and not scoped.serves_language("mixed")
+    legacy = Reranker(model, tokens, cfg, {"enabled_by_default": True})  # type: ignore[arg-type]
+    assert legacy.serves_language("zh")  # a report naming no languages was validated on whatever came

@@ -246,6 +246,12 @@ class Reranker:
     def enabled_by_default(self) -> bool:
         return bool(self.report.get("enabled_by_default", False))
 
+    def serves_language(self, language: str) -> bool:
+        """Whether ``auto`` reranks queries in ``language`` ("en", "zh", "mixed", "none"): those of
+        the validated queries (``report["languages"]``; all for a report that names none)."""
+        languages = self.report.get("languages")
+        return languages is None or language in languages
+
     def estimate_ms(self, pairs: int) -> float:
         return self.ms_fixed + self.ms_per_pair * pairs
 

@@ -273,6 +273,8 @@ def train_reranker(
         "val_reranked_ndcg@10": round(best_score, 4),
         # on only when it beat the first stage on products it was not trained on
         "enabled_by_default": best_state is not None and gain > 0.0,
+        # the validation queries are the products' English phrases: the verdict holds for English
+        "languages": ["en"],
         "head": cfg.head,
         "train_config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "seconds": round(time.perf_counter() - t0, 2),

@@ -566,7 +566,15 @@ def _fusion_summary(fusion: FusionFit | None) -> dict[str, Any]:
 def _reranker_summary(fit: RerankFit | None) -> dict[str, Any] | None:
     if fit is None:
         return None
-    keys = ("enabled_by_default", "val_first_stage_ndcg@10", "val_reranked_ndcg@10", "kept_epoch", "head", "modes")
+    keys = (
+        "enabled_by_default",
+        "languages",
+        "val_first_stage_ndcg@10",
+        "val_reranked_ndcg@10",
+        "kept_epoch",
+        "head",
+        "modes",
+    )
     return {
         "config": fit.config.to_json(),
         **{k: fit.report.get(k) for k in keys},
