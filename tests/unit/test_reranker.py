@@ -140,3 +140,11 @@ def test_auto_reranks_only_the_validated_languages() -> None:
     assert scoped.serves_language("en") and not scoped.serves_language("zh") and not scoped.serves_language("mixed")
     legacy = Reranker(model, tokens, cfg, {"enabled_by_default": True})  # type: ignore[arg-type]
     assert legacy.serves_language("zh")  # a report naming no languages was validated on whatever came
+
+
+def test_an_epoch_holds_at_most_max_groups() -> None:
+    every = _groups([_candidates()], RerankTrainConfig(group=4, groups_per_query=5), np.random.default_rng(1))
+    capped = _groups(
+        [_candidates()], RerankTrainConfig(group=4, groups_per_query=5, max_groups=3), np.random.default_rng(1)
+    )
+    assert len(every) > 3 and len(capped) == 3 and all(g in every for g in capped)

@@ -41,6 +41,9 @@ class RerankTrainConfig:
     head: int = 20  # candidates reranked per query (the gateway's default head size)
     group: int = 8  # candidates per training group
     groups_per_query: int = 6  # groups sampled per query and epoch (each with other negatives)
+    # An epoch's cap, drawn evenly from every catalog and mode: one catalog in one mode has ~900
+    # groups (~1.5 min an epoch on 2 cores); both catalogs in the default two modes would have ~4x.
+    max_groups: int = 1000
     epochs: int = 4
     lr: float = 3e-4  # the pretrained layers
     lr_new: float = 2e-3  # photo projection and score head
@@ -173,7 +176,7 @@ def _groups(
                 if len(grades) > 1:
                     out.append((si, qi, [pos, *(int(j) for j in picked)]))
     rng.shuffle(out)
-    return out
+    return out[: cfg.max_groups]
 
 
 def train_reranker(
