@@ -43,7 +43,7 @@ class RerankTrainConfig:
     groups_per_query: int = 6  # groups sampled per query and epoch (each with other negatives)
     # An epoch's cap, drawn evenly from every catalog and mode: one catalog in one mode has ~900
     # groups (~1.5 min an epoch on 2 cores); both catalogs in the default two modes would have ~4x.
-    max_groups: int = 1000
+    max_groups: int = 1200
     epochs: int = 4
     lr: float = 3e-4  # the pretrained layers
     lr_new: float = 2e-3  # photo projection and score head
