@@ -29,7 +29,7 @@ import structlog
 
 from prism.evaluation import ndcg_at_k
 from prism.fusers import Fuser, RetrievalWeights
-from prism.models.reranker import RerankerConfig, new_cross_encoder, passage
+from prism.models.reranker import RerankerConfig, new_cross_encoder, passage, trainable_state
 from prism.progress import Progress
 from prism.training.fusion_fit import MODES, FusionSet, bm25_scores, fused_vectors, halves, rrf_scores
 
@@ -179,6 +179,11 @@ def _groups(
     return out[: cfg.max_groups]
 
 
+def _snapshot(model: Any) -> dict[str, Any]:
+    """A copy of what training changes (not the 250k-row word-embedding table: 370 MB a copy)."""
+    return {k: v.clone() for k, v in trainable_state(model).items()}
+
+
 def train_reranker(
     sets: Sequence[FusionSet],
     fuser: Fuser,
@@ -214,7 +219,9 @@ def train_reranker(
     history: list[dict[str, Any]] = []
     base_val = first_stage_ndcg(b_sets, cfg.max_val_queries)  # what reranking has to beat
     best_val = base_val
-    best_state: dict[str, torch.Tensor] | None = None
+    # Epoch 0 is the untrained model: with the rank prior, the first stage's own order.  Kept when
+    # no epoch beats it, so a request that forces the reranker on gets no worse than the first stage.
+    best_state = _snapshot(model)
     best_score = float(np.mean([v["first_stage"] for v in base_val.values()])) if base_val else 0.0
     first_stage = best_score
     best_epoch = 0
@@ -260,10 +267,9 @@ def train_reranker(
         log.info("train.reranker_epoch", epoch=epoch, loss=round(history[-1]["loss"], 4), val_ndcg10=round(score, 4))
         if score > best_score:
             best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = _snapshot(model)
             best_val = val
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    model.load_state_dict(best_state, strict=False)  # the frozen word embeddings are not in it
     model.eval()
     gain = best_score - first_stage
     report: dict[str, Any] = {
@@ -275,7 +281,7 @@ def train_reranker(
         "val_first_stage_ndcg@10": round(first_stage, 4),
         "val_reranked_ndcg@10": round(best_score, 4),
         # on only when it beat the first stage on products it was not trained on
-        "enabled_by_default": best_state is not None and gain > 0.0,
+        "enabled_by_default": best_epoch > 0 and gain > 0.0,
         # the validation queries are the products' English phrases: the verdict holds for English
         "languages": ["en"],
         "head": cfg.head,
