@@ -368,7 +368,7 @@ class SearchCore:
 
         return fused
 
-    def wants_rerank(self, opts: SearchOptions, query: str = "") -> bool:
+    def wants_rerank(self, opts: SearchOptions, language: str) -> bool:
         """A request's own ``rerank`` wins; else ``on``/``off``; else (``auto``) the model's verdict:
         on when it beat the first stage on validation, for the query languages it was validated on
         (a Chinese query reaches it only through the dictionary translation, which it never saw)."""
@@ -378,7 +378,7 @@ class SearchCore:
         if mode != "auto":
             return mode == "on"
         reranker = self.reranker
-        return reranker is not None and reranker.enabled_by_default and reranker.serves_language(detect_language(query))
+        return reranker is not None and reranker.enabled_by_default and reranker.serves_language(language)
 
     def _with_rerank(
         self, retrieve: Callable[[int, qm.Filter | None], list[Fused]], query: str, note: RerankNote, t0: float
@@ -547,7 +547,8 @@ class SearchCore:
         if not weights:
             raise Unavailable("no retrieval list is configured for text queries")
         note = RerankNote()
-        rerank = self.wants_rerank(opts, q)
+        # the translator has already told the query's language; without one, detect it here
+        rerank = self.wants_rerank(opts, translation.language if translation is not None else detect_language(q))
         if len(weights) == 1 and "lexical" not in weights:
             single = self._single(next(iter(weights)), vec)
             if rerank:
