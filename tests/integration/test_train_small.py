@@ -280,6 +280,9 @@ def test_gateway_reranks_text_queries_with_the_trained_cross_encoder(
         assert core.reranker is not None and core.reranker.config.layers >= 1
         suite.ingest(catalog, limit=120, show_progress=False)
         head = core.settings.rerank_head
+        # The default 300 ms budget is a latency guard, tested on its own below; on a shared 2-core CI
+        # runner a slow first stage can overrun it, which would skip the rerank this test checks.
+        core.settings = core.settings.model_copy(update={"rerank_budget_ms": 1e6})
         with httpx.Client(base_url=suite.url, timeout=60) as client:
 
             def search(**extra: object) -> dict[str, object]:
@@ -288,7 +291,7 @@ def test_gateway_reranks_text_queries_with_the_trained_cross_encoder(
                 return dict(r.json())
 
             plain, reranked = search(rerank=False), search(rerank=True)
-            assert plain["reranked"] is False and reranked["reranked"] is True
+            assert plain["reranked"] is False and reranked["reranked"] is True, reranked
             ids = [h["id"] for h in plain["hits"]]  # type: ignore[attr-defined]
             new = [h["id"] for h in reranked["hits"]]  # type: ignore[attr-defined]
             assert sorted(ids) == sorted(new)  # the same head, reordered
@@ -324,10 +327,10 @@ def test_gateway_reranks_text_queries_with_the_trained_cross_encoder(
                 core.reranker.report["enabled_by_default"] = True
                 en = client.post("/v1/search", json={"text": "blue tshirts", "k": 5}).json()
                 zh = client.post("/v1/search", json={"text": "蓝色T恤", "k": 5}).json()
-                assert en["reranked"] is True
+                assert en["reranked"] is True, en
                 assert zh["reranked"] is False and "rerank_skipped" not in zh  # not asked for: no reason
                 forced = client.post("/v1/search", json={"text": "蓝色T恤", "k": 5, "rerank": True}).json()
-                assert forced["reranked"] is True  # a request may still ask for it
+                assert forced["reranked"] is True, forced  # a request may still ask for it
                 core.reranker.report["enabled_by_default"] = False
                 assert client.post("/v1/search", json={"text": "blue tshirts", "k": 5}).json()["reranked"] is False
         finally:
