@@ -23,7 +23,7 @@ from prism.catalog import parse_product, validate_product_id
 from prism.encoding import Encoded, EncoderClient
 from prism.errors import InvalidInput, NotFound, Unavailable
 from prism.fusers import RetrievalWeights
-from prism.index import AnyIndex, ScoredProduct, build_filter
+from prism.index import AnyIndex, ScoredProduct, build_filter, similar_scopes
 from prism.lexical import Bm25Encoder, QueryTranslator, detect_language
 from prism.media.images import ImageLimits, probe_image
 from prism.media.video import VideoLimits, probe_video
@@ -491,6 +491,11 @@ class SearchCore:
         w = self.settings.similar_image_weight
         return {"image": w, "text": 1.0 - w}
 
+    def _similar_attributes(self) -> dict[str, float]:
+        if self.retrieval is None or "shared" not in self.index.dense_names():
+            return {}
+        return self.retrieval.similar_attributes()
+
     def text_lists(self) -> tuple[dict[str, float], int]:
         """The ranked lists a text query fuses, with their weights, and the RRF constant.
 
@@ -652,16 +657,24 @@ class SearchCore:
         weights = {n: w for n, w in wanted.items() if n in has and w > 0}
         if not weights:  # the product lacks every weighted vector: use whichever dense one it has
             weights = {n: 1.0 for n in ("shared", "image", "text") if n in has}
-        lists = {
-            using: self.index.search(
-                "lexical" if using == "more_like_this" else using,
-                lexical.encode_terms(mlt) if using == "more_like_this" and lexical is not None else pid,
-                limit=pool,
-                query_filter=flt,
-                with_payload=HIT_FIELDS,
-            )
-            for using in weights
-        }
+        # attribute boosts chosen on validation (e.g. the same type and colour), for the values
+        # this product has; candidates sharing them are fetched too, or a boost could only reorder
+        # whatever the vectors happened to bring
+        attributes = payload.get("attributes") or {}
+        boosts = {k: w for k, w in self._similar_attributes().items() if str(attributes.get(k) or "")}
+        scopes = [flt, *similar_scopes(flt, {k: str(attributes[k]) for k in boosts}, boosts)]
+        lists: dict[str, list[ScoredProduct]] = {}
+        for using in weights:
+            for scope in scopes if using != "more_like_this" else [flt]:
+                lists.setdefault(using, []).extend(
+                    self.index.search(
+                        "lexical" if using == "more_like_this" else using,
+                        lexical.encode_terms(mlt) if using == "more_like_this" and lexical is not None else pid,
+                        limit=pool,
+                        query_filter=scope,
+                        with_payload=HIT_FIELDS,
+                    )
+                )
         by_list = {using: {s.product_id: s.score for s in found} for using, found in lists.items()}
         if "more_like_this" in by_list:
             # BM25 scores have no fixed scale: relative to the best match, like the cosines' [0, 1]
@@ -674,6 +687,11 @@ class SearchCore:
             floor = min(got.values(), default=0.0)  # a candidate missing from a list scores at most its tail
             for cand in payloads:
                 scores[cand] = scores.get(cand, 0.0) + weight * got.get(cand, floor)
+        for key, weight in boosts.items():
+            value = str(attributes[key])
+            for cand in payloads:
+                if str((payloads[cand].get("attributes") or {}).get(key) or "") == value:
+                    scores[cand] += weight
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         page = ranked[offset : offset + opts.k]
         more = len(ranked) > offset + opts.k

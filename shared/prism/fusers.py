@@ -25,6 +25,8 @@ FUSION_FILE: Final = "fusion.json"
 FUSION_FORMAT: Final = 1
 # Modalities the shared vector is made of, in ``fuse_many``'s column order.
 SHARED_MODALITIES: Final = ("text", "image")
+# "similar products" weights by this prefix + attribute key boost candidates with the same value
+ATTRIBUTE_PREFIX: Final = "attribute:"
 
 
 class Fuser(Protocol):
@@ -201,8 +203,17 @@ class RetrievalWeights:
     rrf_k: int = 60
     validation: Mapping[str, Any] | None = None
     # "similar products": weights of the cosine similarities by vector name (``shared``, ``image``,
-    # ``text``), summed; empty: the gateway's own image/text setting.
+    # ``text``, ``more_like_this``), summed, plus ``attribute:<key>`` boosts added when a candidate
+    # has the product's own value of that attribute; empty: the gateway's own image/text setting.
     similar: Mapping[str, float] = field(default_factory=dict)
+
+    def similar_attributes(self) -> dict[str, float]:
+        """The attribute boosts of "similar products", by attribute key (weight > 0 only)."""
+        return {
+            k.removeprefix(ATTRIBUTE_PREFIX): w
+            for k, w in self.similar.items()
+            if k.startswith(ATTRIBUTE_PREFIX) and w > 0
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {

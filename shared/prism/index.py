@@ -191,6 +191,25 @@ def build_filter(
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
+def similar_scopes(base: qm.Filter | None, values: Mapping[str, str], weights: Mapping[str, float]) -> list[qm.Filter]:
+    """Narrower versions of ``base`` for "similar products" attribute boosts: candidates with all
+    of the product's boosted attribute ``values``, then (when several) with the heaviest alone,
+    so that the products a boost favours are among those fetched."""
+    if not values:
+        return []
+    heaviest = max(values, key=lambda k: (weights.get(k, 0.0), k))
+    sets = [dict(values)] if len(values) == 1 else [dict(values), {heaviest: values[heaviest]}]
+    scopes = []
+    for wanted in sets:
+        extra: list[qm.Condition] = [
+            qm.FieldCondition(key=f"attributes.{_check_field(k)}", match=qm.MatchValue(value=v))
+            for k, v in sorted(wanted.items())
+        ]
+        must = [*(base.must if base is not None and isinstance(base.must, list) else []), *extra]
+        scopes.append(qm.Filter(must=must, must_not=base.must_not if base is not None else None))
+    return scopes
+
+
 def _payload_selector(with_payload: Sequence[str] | bool) -> list[str] | bool:
     return with_payload if isinstance(with_payload, bool) else list(with_payload)
 

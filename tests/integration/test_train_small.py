@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -250,7 +251,7 @@ def test_suite_serves_the_trained_heads_and_fusion(
         assert len(similar) == 5 and products[0].id not in similar
 
         # the full product: text and photo fused with the length gate's weights
-        suite.ingest(catalog, strip="none", limit=5, show_progress=False)
+        suite.ingest(catalog, strip="none", limit=40, show_progress=False)
         payloads = index.payloads([p.id for p in products[:5]], fields=["fusion_weights", "title"])
         for p in products[:5]:
             w = payloads[p.id]["fusion_weights"]
@@ -259,6 +260,38 @@ def test_suite_serves_the_trained_heads_and_fusion(
             present = np.ones((1, 2), dtype=bool)
             expected_w = fuser.weights_many(present, chars)[0, list(fuser.modalities).index("text")]
             assert w["text"] == pytest.approx(float(expected_w), abs=1e-3)
+
+        # "similar" attribute boosts: products sharing the anchor's boosted values come first; a
+        # request's filter still holds
+        core = suite.gateway.core
+        retrieval = core.retrieval
+        assert retrieval is not None
+        boosted = {**retrieval.similar, "attribute:type": 5.0, "attribute:colour": 5.0}
+        core.retrieval = replace(retrieval, similar=boosted)
+        try:
+            anchor = products[0]
+
+            def shared(p_attrs: dict[str, str]) -> int:
+                return sum(p_attrs.get(key) == anchor.attributes.get(key) for key in ("type", "colour"))
+
+            with httpx.Client(base_url=suite.url, timeout=60) as client:
+                r = client.get(f"/v1/products/{anchor.id}/similar", params={"k": 10})
+                assert r.status_code == 200, r.text
+                hit_ids = [h["id"] for h in r.json()["hits"]]
+                by_id = {p.id: p for p in products}
+                matches = [shared(dict(by_id[h].attributes)) for h in hit_ids]
+                best = sorted((shared(dict(p.attributes)) for p in products[1:]), reverse=True)[:10]
+                assert matches == best, (matches, best)  # every product with both values first, then one
+                other = next(
+                    p.attributes["colour"] for p in products if p.attributes["colour"] != anchor.attributes["colour"]
+                )
+                r = client.get(
+                    f"/v1/products/{anchor.id}/similar", params={"k": 5, "filters": json.dumps({"colour": [other]})}
+                )
+                assert r.status_code == 200, r.text
+                assert {by_id[h["id"]].attributes["colour"] for h in r.json()["hits"]} == {other}
+        finally:
+            core.retrieval = retrieval
 
 
 def test_gateway_reranks_text_queries_with_the_trained_cross_encoder(

@@ -102,3 +102,81 @@ def test_fit_fusion_fits_what_the_index_will_hold() -> None:
     assert dict(photo.retrieval.weights) == {"shared": 1.0} and "gate" not in photo.report
     with pytest.raises(ValueError, match="unknown strip modes"):
         fit_fusion(sets, seed=0, modes=("everything",))
+
+
+def _attributed(rng: np.random.Generator, n: int = 120) -> FusionSet:
+    """Products whose attributes say their colour and type (what "similar" grades by), a code per
+    product, and a meaningless flag; their photo vectors carry the phrase only faintly."""
+    s = _set(rng, n)
+    colours, kinds = ["red", "blue", "green"], ["dress", "shirt"]
+    products = []
+    for i, p in enumerate(s.products):
+        lab = i % 6
+        attrs = {
+            "colour": colours[lab % 3],
+            "type": kinds[lab // 3],
+            "product_code": f"{i:04d}",
+            "flag": "yes" if rng.random() < 0.5 else "no",
+        }
+        # a description of words that say nothing of the kind (so "more like this" is no oracle)
+        words = " ".join(f"w{int(j)}" for j in rng.integers(0, 40, size=40))
+        products.append(Product(id=p.id, title=p.title, description=words, attributes=attrs))
+    phrases = [f"{pr.attributes['colour']} {pr.attributes['type']}" for pr in products]
+    types = [pr.attributes["type"] for pr in products]
+    return FusionSet(
+        name=s.name,
+        ids=s.ids,
+        groups=s.groups,
+        phrases=phrases,
+        types=types,
+        text=s.text,
+        image=s.image,
+        native=s.native,
+        phrase_list=sorted(set(phrases)),
+        phrase_vectors=s.phrase_vectors,
+        products=products,
+    )
+
+
+def test_similar_products_learn_attribute_boosts_where_the_index_holds_attributes() -> None:
+    from prism.fusers import FixedMix
+    from prism.training.fusion_fit import fit_similar, similar_attribute_keys, similar_ndcg
+
+    s = _attributed(np.random.default_rng(2))
+    fuser = FixedMix({"text": 0.5, "image": 0.5}, kind="equal")
+    # codes (one per product, the variant group) are not a kind of product
+    assert similar_attribute_keys([s]) == ["colour", "flag", "type"]
+    weights, scores = fit_similar([s], fuser, ("none",))
+    assert weights.get("attribute:colour", 0) > 0 and weights.get("attribute:type", 0) > 0, weights
+    assert "attribute:product_code" not in weights
+    vectors_only = {k: v for k, v in weights.items() if not k.startswith("attribute:")}
+    with_boosts = similar_ndcg(s, fuser, "none", weights)
+    assert with_boosts == pytest.approx(max(scores.values()))
+    assert with_boosts > similar_ndcg(s, fuser, "none", vectors_only) + 0.05
+    # a photo-only index holds no attributes: nothing to boost
+    photo_weights, _ = fit_similar([s], fuser, ("photo",))
+    assert not any(k.startswith("attribute:") for k in photo_weights)
+
+
+def test_similar_scopes_narrow_the_request_filter_to_the_boosted_values() -> None:
+    from qdrant_client import models as qm
+
+    from prism.index import build_filter, similar_scopes
+
+    base = build_filter({"season": ["Summer"]}, exclude_ids=["p1"])
+    assert base is not None and isinstance(base.must, list)
+    assert similar_scopes(base, {}, {}) == []
+    musts = []
+    for scope in similar_scopes(base, {"colour": "Red", "type": "Dress"}, {"colour": 0.25, "type": 1.0}):
+        assert scope.must_not == base.must_not  # the product itself stays out
+        assert isinstance(scope.must, list) and scope.must[0] == base.must[0]  # the request's own filter holds
+        musts.append([(c.key, c.match) for c in scope.must[1:] if isinstance(c, qm.FieldCondition)])
+    # all boosted values, then the heaviest alone
+    assert musts == [
+        [("attributes.colour", qm.MatchValue(value="Red")), ("attributes.type", qm.MatchValue(value="Dress"))],
+        [("attributes.type", qm.MatchValue(value="Dress"))],
+    ]
+    [only] = similar_scopes(None, {"colour": "Red"}, {"colour": 1.0})
+    assert only.must_not is None and isinstance(only.must, list) and len(only.must) == 1
+    with pytest.raises(Exception, match="unknown filter field"):
+        similar_scopes(None, {"bad field!": "x"}, {"bad field!": 1.0})

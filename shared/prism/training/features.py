@@ -51,7 +51,7 @@ TEXT_DIM: Final = 384
 
 _COLOUR_KEYS = ("colour", "color", "base_colour", "basecolour")
 _TYPE_KEYS = ("type", "article_type", "articletype", "product_type", "category")
-_GROUP_KEYS = ("product_code", "group_id", "parent_id", "style_id")
+GROUP_KEYS = ("product_code", "group_id", "parent_id", "style_id")
 
 
 def attribute_phrase(product: Product) -> str:
@@ -72,7 +72,7 @@ def product_type(product: Product) -> str:
 def product_group(product: Product) -> str:
     """The group a product belongs to (its colour variants share it): an attribute such as H&M's
     ``product_code`` when present, else the product id itself."""
-    for key in _GROUP_KEYS:
+    for key in GROUP_KEYS:
         value = product.attributes.get(key)
         if value:
             return f"{key}:{value}"

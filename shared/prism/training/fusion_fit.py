@@ -28,8 +28,9 @@ import structlog
 
 from prism.catalog import Product
 from prism.evaluation import ndcg_at_k
-from prism.fusers import SHARED_MODALITIES, FixedMix, Fuser, LengthGate, RetrievalWeights, fuse_many
+from prism.fusers import ATTRIBUTE_PREFIX, SHARED_MODALITIES, FixedMix, Fuser, LengthGate, RetrievalWeights, fuse_many
 from prism.lexical import Bm25Encoder
+from prism.training.features import GROUP_KEYS
 
 log = structlog.get_logger(__name__)
 
@@ -230,31 +231,80 @@ def fit_length_gate(sets: Sequence[FusionSet], modes: Sequence[str]) -> tuple[Le
 
 def similar_ndcg(s: FusionSet, fuser: Fuser, mode: str, weights: Mapping[str, float], max_anchors: int = 300) -> float:
     """nDCG@10 of "more like this" for products of ``s`` as anchors (grade 2: same phrase, 1: same
-    type), ranking the others by the weighted sum of cosine similarities of the named vectors."""
+    type), ranking the others by the weighted sum of cosine similarities of the named vectors and
+    of ``attribute:<key>`` boosts (1 where a product has the anchor's value of that attribute, as
+    the index holds it in ``mode``)."""
     key = f"similar/{mode}/{fuser!r}"  # the fused similarities depend on the fuser too
     if key not in s._memo:
         view = MODES[mode]
-        sims = {"shared": (f := fused_vectors(fuser, s, mode)) @ f.T, "image": s.native @ s.native.T}
         anchors = [i for i, ph in enumerate(s.phrases) if ph][:max_anchors]
+        f = fused_vectors(fuser, s, mode)
+        # only the anchors' rows: (anchors, n) each, not (n, n)
+        rows = {"shared": f[anchors] @ f.T, "image": s.native[anchors] @ s.native.T}
         if view is not None:
-            sims["text"] = s.text[view] @ s.text[view].T
-            sims["more_like_this"] = more_like_this_scores([p.stripped(mode) for p in s.products])  # type: ignore[arg-type]
+            rows["text"] = s.text[view][anchors] @ s.text[view].T
+            mlt = more_like_this_scores([p.stripped(mode) for p in s.products])  # type: ignore[arg-type]
+            rows["more_like_this"] = mlt[anchors]
         rels = []
         for i in anchors:
             rel = {pid: 1 for pid, t in zip(s.ids, s.types, strict=True) if t and t == s.types[i]}
             rel.update({pid: 2 for pid, ph in zip(s.ids, s.phrases, strict=True) if ph == s.phrases[i]})
             rel.pop(s.ids[i], None)
             rels.append(rel)
-        s._memo[key] = (sims, anchors, rels)
-    sims, anchors, rels = s._memo[key]
+        s._memo[key] = (rows, anchors, rels)
+    rows, anchors, rels = s._memo[key]
     if not anchors:
         return 0.0
-    total = sum(w * sims[n][anchors] for n, w in weights.items() if n in sims and w > 0)
-    if isinstance(total, int):
+    total: npt.NDArray[np.float32] | None = None
+    for name, w in weights.items():
+        if w <= 0:
+            continue
+        if name.startswith(ATTRIBUTE_PREFIX):
+            part = _attribute_matches(s, mode, name.removeprefix(ATTRIBUTE_PREFIX), anchors)
+        elif name in rows:
+            part = rows[name]
+        else:
+            continue
+        total = w * part if total is None else total + w * part
+    if total is None:
         return 0.0
+    total = total.astype(np.float32)  # a fresh array: the memoised rows stay as they are
     total[np.arange(len(anchors)), anchors] = -np.inf  # never the product itself
-    order = _top(total.astype(np.float32), 10)
+    order = _top(total, 10)
     return float(np.mean([ndcg_at_k([s.ids[j] for j in row], rel, 10) for row, rel in zip(order, rels, strict=True)]))
+
+
+def _attribute_matches(s: FusionSet, mode: str, attribute: str, anchors: Sequence[int]) -> npt.NDArray[np.float32]:
+    """``(anchors, n)``: 1 where a product has the anchor's (non-empty) value of ``attribute``, as
+    the index sees the product in ``mode`` (stripped products have no attributes)."""
+    key = f"similar-attribute/{mode}/{attribute}/{len(anchors)}"
+    if key not in s._memo:
+        values = [p.stripped(mode).attributes.get(attribute, "") for p in s.products]  # type: ignore[arg-type]
+        codes: dict[str, int] = {}
+        arr = np.array([codes.setdefault(v, len(codes)) if v else -1 for v in values], dtype=np.int64)
+        a = arr[list(anchors)][:, None]
+        s._memo[key] = ((a == arr[None, :]) & (a >= 0)).astype(np.float32)
+    out: npt.NDArray[np.float32] = s._memo[key]
+    return out
+
+
+def similar_attribute_keys(sets: Sequence[FusionSet]) -> list[str]:
+    """Attributes that may mark two products as alike: on at least a third of a catalog's products,
+    with few distinct values (a kind, not an id or a code), and not the colour-variant group key."""
+    keys: set[str] = set()
+    for s in sets:
+        n = len(s.products)
+        if n < 2:
+            continue
+        values: dict[str, list[str]] = {}
+        for p in s.products:
+            for k, v in p.attributes.items():
+                if v and v.strip():
+                    values.setdefault(k, []).append(v)
+        for k, vs in values.items():
+            if len(vs) >= n / 3 and len(set(vs)) <= max(2.0, n / 4) and k.lower() not in GROUP_KEYS:
+                keys.add(k)
+    return sorted(keys)
 
 
 def more_like_this_scores(products: Sequence[Product]) -> npt.NDArray[np.float32]:
@@ -275,10 +325,20 @@ def more_like_this_scores(products: Sequence[Product]) -> npt.NDArray[np.float32
     return out
 
 
+ATTRIBUTE_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)
+
+
 def fit_similar(
     sets: Sequence[FusionSet], fuser: Fuser, modes: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The weights of "similar products" (shared, image, text cosines) with the best mean nDCG@10."""
+    """The weights of "similar products" with the best mean nDCG@10: a grid over the shared, image,
+    text and more-like-this similarities, then, where the index holds attributes (full products),
+    a boost per attribute key, each chosen in turn (two passes) and kept only when it helps."""
+
+    def score(w: Mapping[str, float]) -> float:
+        vals = [similar_ndcg(s, fuser, mode, w) for s in sets for mode in modes if len(s.ids) > 1]
+        return float(np.mean(vals)) if vals else 0.0
+
     grid = [
         {"shared": a, "image": b, "text": c, "more_like_this": d}
         for a, b, c, d in itertools.product(
@@ -286,11 +346,29 @@ def fit_similar(
         )
         if a + b + c + d > 0
     ]
-    scores: dict[str, float] = {}
-    for w in grid:
-        vals = [similar_ndcg(s, fuser, mode, w) for s in sets for mode in modes if len(s.ids) > 1]
-        scores[json.dumps(w, sort_keys=True)] = float(np.mean(vals)) if vals else 0.0
+    scores: dict[str, float] = {json.dumps(w, sort_keys=True): score(w) for w in grid}
     best = max(scores, key=lambda k: scores[k])
+    weights: dict[str, float] = json.loads(best)
+    keys = similar_attribute_keys(sets) if any(MODES[m] == "full" for m in modes) else []
+    for _ in range(2 if keys else 0):
+        changed = False
+        for key in keys:
+            name = ATTRIBUTE_PREFIX + key
+            tried: dict[float, float] = {}
+            for v in ATTRIBUTE_GRID:
+                trial = {n: w for n, w in {**weights, name: v}.items() if w > 0 or not n.startswith(ATTRIBUTE_PREFIX)}
+                label = json.dumps(trial, sort_keys=True)
+                if label not in scores:
+                    scores[label] = score(trial)
+                tried[v] = scores[label]
+            pick = max(tried, key=lambda v: (tried[v], -v))
+            if pick != weights.get(name, 0.0) and tried[pick] > scores[best] + 1e-4:
+                weights = {
+                    n: w for n, w in {**weights, name: pick}.items() if w > 0 or not n.startswith(ATTRIBUTE_PREFIX)
+                }
+                best, changed = json.dumps(weights, sort_keys=True), True
+        if not changed:
+            break
     return json.loads(best), scores
 
 
