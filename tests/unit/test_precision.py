@@ -103,3 +103,17 @@ def test_eval_takes_the_precision_flags() -> None:
     assert (args.text_precision, args.image_precision) == ("bf16", "int8")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["eval", "--catalog", "c", "--queries", "q", "--image-precision", "int4"])
+
+
+def test_feature_extraction_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from prism.models.precision import fast_cpu_precision
+
+    for avx512_bf16, amx, expected in [(False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert fast_cpu_precision() == expected
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert fast_cpu_precision() == "fp32"  # a build without the probes: the safe choice

@@ -33,6 +33,7 @@ import structlog
 
 from prism.catalog import Catalog, Product
 from prism.errors import PrismError
+from prism.models.precision import fast_cpu_precision
 from prism.progress import Progress
 from prism.training.heads import COLOUR_DIM, colour_features
 
@@ -309,7 +310,7 @@ def extract_features(
     cache_dir: Path,
     views: Sequence[str] = ("center",),
     text_views: Sequence[str] = ("full",),
-    precision: Precision = "bf16",
+    precision: Precision | None = None,
     image_embedder: ImageEmbedder | None = None,
     text_embedder: TextEmbedder | None = None,
     vector_cache: Path | None = None,
@@ -320,8 +321,9 @@ def extract_features(
 
     ``views``: image encoder views to keep (``"full"``, ``"center"``, ``"zoom"``); ``text_views``:
     ``"full"`` and/or ``"title"``; ``precision``: CPU precision of the encoders while extracting
-    (``"bf16"``: image features agree with fp32 to cosine ~0.998 at ~1.3x the speed, text vectors
-    to ~0.9999 at ~1.7x);
+    (default: bf16 where the CPU has native bfloat16, else fp32; bf16 image features agree with fp32
+    to cosine ~0.998 at ~1.3x the speed there, text vectors to ~0.9999 at ~1.7x; emulated it is
+    ~13x slower);
     ``vector_cache``: the shared vector cache to reuse image views and passage vectors from (default
     ``<cache_dir>/vectors.sqlite`` when it exists).
     """
@@ -331,6 +333,8 @@ def extract_features(
     bad = [v for v in views if v not in ENCODER_VIEWS] + [v for v in text_views if v not in TEXT_VIEWS]
     if bad or not views:
         raise ValueError(f"unknown or missing views: {bad}")
+    if precision is None:
+        precision = fast_cpu_precision()
     products = list(catalog.products())
     fingerprint = _fingerprint(catalog, products)
     text_model = TEXT_MODELS[TEXT_MODEL].model_id
