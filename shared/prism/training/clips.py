@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 from prism.catalog import Catalog, Product
+from prism.models.precision import fast_cpu_precision
 from prism.models.temporal import PoolConfig, TemporalPool, pool_clips
 from prism.models.views import View
 from prism.progress import Progress
@@ -91,7 +92,10 @@ def clip_features(
 ) -> ClipFeatures:
     """Encode one synthesized clip per product and its photo (all views), cached by the product
     ids, their photos' bytes and the seed."""
-    key = hashlib.sha256(f"clips-v1\0{seed}\0{CLIP_FRAMES}\0{CLIP_VIEWS}".encode())
+    precision = fast_cpu_precision()  # bf16 autocast only where the CPU has native bfloat16
+    # bf16 keeps the old key (clips cached before the precision was chosen were bf16)
+    tag = "" if precision == "bf16" else f"\0{precision}"
+    key = hashlib.sha256(f"clips-v1\0{seed}\0{CLIP_FRAMES}\0{CLIP_VIEWS}{tag}".encode())
     paths = []
     for p in products:
         path = catalog.media_path(p.images[0])
@@ -108,7 +112,7 @@ def clip_features(
     rng = np.random.default_rng(seed)
     clips, photos = [], []
     progress = Progress(f"video clips {catalog.name}", len(products), enabled=show_progress)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         for path in paths:
             with Image.open(path) as im:
                 photo = im.convert("RGB")
