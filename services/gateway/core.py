@@ -23,7 +23,7 @@ from prism.catalog import parse_product, validate_product_id
 from prism.encoding import Encoded, EncoderClient
 from prism.errors import InvalidInput, NotFound, Unavailable
 from prism.fusers import RetrievalWeights
-from prism.index import AnyIndex, ScoredProduct, build_filter, similar_scopes
+from prism.index import AnyIndex, ScoredProduct, build_filter, narrowed
 from prism.lexical import Bm25Encoder, QueryTranslator, detect_language
 from prism.media.images import ImageLimits, probe_image
 from prism.media.video import VideoLimits, probe_video
@@ -658,14 +658,17 @@ class SearchCore:
         if not weights:  # the product lacks every weighted vector: use whichever dense one it has
             weights = {n: 1.0 for n in ("shared", "image", "text") if n in has}
         # attribute boosts chosen on validation (e.g. the same type and colour), for the values
-        # this product has; candidates sharing them are fetched too, or a boost could only reorder
-        # whatever the vectors happened to bring
+        # this product has; the heaviest vector is also searched among the products sharing all of
+        # them, or a boost could only reorder whatever the vectors happened to bring (one search
+        # more, not one per vector: filtered searches are the costly ones)
         attributes = payload.get("attributes") or {}
         boosts = {k: w for k, w in self._similar_attributes().items() if str(attributes.get(k) or "")}
-        scopes = [flt, *similar_scopes(flt, {k: str(attributes[k]) for k in boosts}, boosts)]
+        dense = [n for n in weights if n != "more_like_this"]
+        primary = max(dense, key=lambda n: weights[n]) if boosts and dense else None
         lists: dict[str, list[ScoredProduct]] = {}
         for using in weights:
-            for scope in scopes if using != "more_like_this" else [flt]:
+            scopes = [flt] if using != primary else [flt, narrowed(flt, {k: str(attributes[k]) for k in boosts})]
+            for scope in scopes:
                 lists.setdefault(using, []).extend(
                     self.index.search(
                         "lexical" if using == "more_like_this" else using,

@@ -191,23 +191,15 @@ def build_filter(
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
-def similar_scopes(base: qm.Filter | None, values: Mapping[str, str], weights: Mapping[str, float]) -> list[qm.Filter]:
-    """Narrower versions of ``base`` for "similar products" attribute boosts: candidates with all
-    of the product's boosted attribute ``values``, then (when several) with the heaviest alone,
-    so that the products a boost favours are among those fetched."""
-    if not values:
-        return []
-    heaviest = max(values, key=lambda k: (weights.get(k, 0.0), k))
-    sets = [dict(values)] if len(values) == 1 else [dict(values), {heaviest: values[heaviest]}]
-    scopes = []
-    for wanted in sets:
-        extra: list[qm.Condition] = [
-            qm.FieldCondition(key=f"attributes.{_check_field(k)}", match=qm.MatchValue(value=v))
-            for k, v in sorted(wanted.items())
-        ]
-        must = [*(base.must if base is not None and isinstance(base.must, list) else []), *extra]
-        scopes.append(qm.Filter(must=must, must_not=base.must_not if base is not None else None))
-    return scopes
+def narrowed(base: qm.Filter | None, values: Mapping[str, str]) -> qm.Filter:
+    """``base`` (a request's filter, or none) and, in addition, every attribute in ``values`` at
+    exactly that value: the candidates a "similar products" attribute boost favours."""
+    extra: list[qm.Condition] = [
+        qm.FieldCondition(key=f"attributes.{_check_field(k)}", match=qm.MatchValue(value=v))
+        for k, v in sorted(values.items())
+    ]
+    must = [*(base.must if base is not None and isinstance(base.must, list) else []), *extra]
+    return qm.Filter(must=must, must_not=base.must_not if base is not None else None)
 
 
 def _payload_selector(with_payload: Sequence[str] | bool) -> list[str] | bool:

@@ -158,25 +158,21 @@ def test_similar_products_learn_attribute_boosts_where_the_index_holds_attribute
     assert not any(k.startswith("attribute:") for k in photo_weights)
 
 
-def test_similar_scopes_narrow_the_request_filter_to_the_boosted_values() -> None:
+def test_narrowed_keeps_the_request_filter_and_adds_the_boosted_values() -> None:
     from qdrant_client import models as qm
 
-    from prism.index import build_filter, similar_scopes
+    from prism.index import build_filter, narrowed
 
     base = build_filter({"season": ["Summer"]}, exclude_ids=["p1"])
     assert base is not None and isinstance(base.must, list)
-    assert similar_scopes(base, {}, {}) == []
-    musts = []
-    for scope in similar_scopes(base, {"colour": "Red", "type": "Dress"}, {"colour": 0.25, "type": 1.0}):
-        assert scope.must_not == base.must_not  # the product itself stays out
-        assert isinstance(scope.must, list) and scope.must[0] == base.must[0]  # the request's own filter holds
-        musts.append([(c.key, c.match) for c in scope.must[1:] if isinstance(c, qm.FieldCondition)])
-    # all boosted values, then the heaviest alone
-    assert musts == [
-        [("attributes.colour", qm.MatchValue(value="Red")), ("attributes.type", qm.MatchValue(value="Dress"))],
-        [("attributes.type", qm.MatchValue(value="Dress"))],
+    scope = narrowed(base, {"type": "Dress", "colour": "Red"})
+    assert scope.must_not == base.must_not  # the product itself stays out
+    assert isinstance(scope.must, list) and scope.must[0] == base.must[0]  # the request's own filter holds
+    assert [(c.key, c.match) for c in scope.must[1:] if isinstance(c, qm.FieldCondition)] == [
+        ("attributes.colour", qm.MatchValue(value="Red")),
+        ("attributes.type", qm.MatchValue(value="Dress")),
     ]
-    [only] = similar_scopes(None, {"colour": "Red"}, {"colour": 1.0})
+    only = narrowed(None, {"colour": "Red"})
     assert only.must_not is None and isinstance(only.must, list) and len(only.must) == 1
     with pytest.raises(Exception, match="unknown filter field"):
-        similar_scopes(None, {"bad field!": "x"}, {"bad field!": 1.0})
+        narrowed(None, {"bad field!": "x"})
