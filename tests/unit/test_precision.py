@@ -117,3 +117,13 @@ def test_feature_extraction_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pyt
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
     assert fast_cpu_precision() == "fp32"  # a build without the probes: the safe choice
+
+
+def test_int8_image_graph_uses_unsigned_weights_where_the_cpu_lacks_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prism.models import efficientnet_int8
+
+    monkeypatch.setattr(efficientnet_int8, "has_vnni", lambda: True)
+    assert efficientnet_int8.recipe() == efficientnet_int8.RECIPE
+    monkeypatch.setattr(efficientnet_int8, "has_vnni", lambda: False)
+    # another recipe is another graph key, so another model id: vectors of the two never mix
+    assert efficientnet_int8.recipe() == f"{efficientnet_int8.RECIPE}-u8u8"
