@@ -45,11 +45,11 @@ RECIPE: Final = "qdq-perchannel-minmax-v1"
 def has_vnni() -> bool:
     """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI) int8 dot products.  Without it ONNX
     Runtime's u8s8 convolutions use VPMADDUBSW, whose 16-bit sums saturate (its quantization docs);
-    measured on an AVX2-only EPYC: cosine to fp32 mean 0.82, min 0.48 with full-range weights."""
+    measured on an AVX2-only EPYC: cosine to fp32 mean 0.82, min 0.48 with signed weights."""
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace").split()
     except OSError:
-        return False  # unknown CPU: take the safe (reduced-range) recipe
+        return False  # unknown CPU: take the recipe that cannot saturate (u8u8)
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
