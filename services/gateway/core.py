@@ -22,7 +22,7 @@ from prism import tracing
 from prism.catalog import parse_product, validate_product_id
 from prism.encoding import Encoded, EncoderClient
 from prism.errors import InvalidInput, NotFound, Unavailable
-from prism.fusers import RetrievalWeights
+from prism.fusers import RetrievalWeights, attribute_boosts
 from prism.index import AnyIndex, ScoredProduct, build_filter, narrowed
 from prism.lexical import Bm25Encoder, QueryTranslator, detect_language
 from prism.media.images import ImageLimits, probe_image
@@ -491,11 +491,6 @@ class SearchCore:
         w = self.settings.similar_image_weight
         return {"image": w, "text": 1.0 - w}
 
-    def _similar_attributes(self) -> dict[str, float]:
-        if self.retrieval is None or "shared" not in self.index.dense_names():
-            return {}
-        return self.retrieval.similar_attributes()
-
     def text_lists(self) -> tuple[dict[str, float], int]:
         """The ranked lists a text query fuses, with their weights, and the RRF constant.
 
@@ -662,7 +657,7 @@ class SearchCore:
         # them, or a boost could only reorder whatever the vectors happened to bring (one search
         # more, not one per vector: filtered searches are the costly ones)
         attributes = payload.get("attributes") or {}
-        boosts = {k: w for k, w in self._similar_attributes().items() if str(attributes.get(k) or "")}
+        boosts = {k: w for k, w in attribute_boosts(wanted).items() if str(attributes.get(k) or "")}
         dense = [n for n in weights if n != "more_like_this"]
         primary = max(dense, key=lambda n: weights[n]) if boosts and dense else None
         lists: dict[str, list[ScoredProduct]] = {}

@@ -207,14 +207,6 @@ class RetrievalWeights:
     # has the product's own value of that attribute; empty: the gateway's own image/text setting.
     similar: Mapping[str, float] = field(default_factory=dict)
 
-    def similar_attributes(self) -> dict[str, float]:
-        """The attribute boosts of "similar products", by attribute key (weight > 0 only)."""
-        return {
-            k.removeprefix(ATTRIBUTE_PREFIX): w
-            for k, w in self.similar.items()
-            if k.startswith(ATTRIBUTE_PREFIX) and w > 0
-        }
-
     def to_json(self) -> dict[str, Any]:
         return {
             "format": 1,
@@ -223,6 +215,11 @@ class RetrievalWeights:
             "similar": dict(self.similar),
             "validation": dict(self.validation or {}),
         }
+
+
+def attribute_boosts(similar: Mapping[str, float]) -> dict[str, float]:
+    """The attribute boosts among "similar products" weights, by attribute key (weight > 0 only)."""
+    return {k.removeprefix(ATTRIBUTE_PREFIX): w for k, w in similar.items() if k.startswith(ATTRIBUTE_PREFIX) and w > 0}
 
 
 def save_retrieval(folder: Path, retrieval: RetrievalWeights) -> dict[str, str]:

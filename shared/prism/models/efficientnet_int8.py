@@ -14,6 +14,7 @@ The key's digest is part of the embedder's model id: vectors from two calibratio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 RECIPE: Final = "qdq-perchannel-minmax-v1"
 
 
+@functools.cache  # read /proc/cpuinfo once: every graph key and build asks
 def has_vnni() -> bool:
     """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI) int8 dot products.  Without it ONNX
     Runtime's u8s8 convolutions use VPMADDUBSW, whose 16-bit sums saturate (its quantization docs);

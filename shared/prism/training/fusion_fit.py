@@ -354,18 +354,20 @@ def fit_similar(
         changed = False
         for key in keys:
             name = ATTRIBUTE_PREFIX + key
+            # a zero boost is dropped, not stored: the same weights get the same label
+            trials = {
+                v: {n: w for n, w in {**weights, name: v}.items() if w > 0 or not n.startswith(ATTRIBUTE_PREFIX)}
+                for v in ATTRIBUTE_GRID
+            }
             tried: dict[float, float] = {}
-            for v in ATTRIBUTE_GRID:
-                trial = {n: w for n, w in {**weights, name: v}.items() if w > 0 or not n.startswith(ATTRIBUTE_PREFIX)}
+            for v, trial in trials.items():
                 label = json.dumps(trial, sort_keys=True)
                 if label not in scores:
                     scores[label] = score(trial)
                 tried[v] = scores[label]
             pick = max(tried, key=lambda v: (tried[v], -v))
             if pick != weights.get(name, 0.0) and tried[pick] > scores[best] + 1e-4:
-                weights = {
-                    n: w for n, w in {**weights, name: pick}.items() if w > 0 or not n.startswith(ATTRIBUTE_PREFIX)
-                }
+                weights = trials[pick]
                 best, changed = json.dumps(weights, sort_keys=True), True
         if not changed:
             break
