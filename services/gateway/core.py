@@ -23,6 +23,7 @@ from prism.catalog import parse_product, validate_product_id
 from prism.encoding import Encoded, EncoderClient
 from prism.errors import InvalidInput, NotFound, Unavailable
 from prism.fusers import RetrievalWeights, attribute_boosts
+from prism.glossary import load_glossary
 from prism.index import AnyIndex, ScoredProduct, build_filter, narrowed
 from prism.lexical import Bm25Encoder, QueryTranslator, detect_language
 from prism.media.images import ImageLimits, probe_image
@@ -145,6 +146,8 @@ class SearchCore:
         self.query_media = QueryMedia.from_settings(settings)
         self.lexical: Bm25Encoder | None = None
         self.translator: QueryTranslator | None = None
+        # the shop's Chinese term list, read once (a bad file stops the start with its line number)
+        self.glossary = load_glossary(settings.glossary_file)
         # The list weights ``prism train`` chose on validation for an index with a ``shared`` vector.
         self.retrieval: RetrievalWeights | None = None
         # Where products ingested through the S3 path keep their photos (PRISM_STORE_*, when set).
@@ -506,7 +509,7 @@ class SearchCore:
 
     def set_lexical(self, lexical: Bm25Encoder) -> None:
         """Use these BM25 statistics (those the index was built with) for the lexical half of search."""
-        translator = QueryTranslator(vocabulary=lexical.vocabulary)
+        translator = QueryTranslator(vocabulary=lexical.vocabulary, glossary=self.glossary)
         translator.warm()
         self.lexical, self.translator = lexical, translator
 

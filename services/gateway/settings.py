@@ -46,6 +46,9 @@ class Settings(IndexedServiceSettings):
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
     rrf_k: int = 60
+    # Chinese shop terms read before CC-CEDICT, added to Prism's built-in glossary (prism.glossary):
+    # one "term<TAB>gloss[; gloss]" per line
+    glossary_file: Path | None = None
     hybrid_pool: int = 100
     # S3 event webhook (POST /v1/events/s3): forwarded to this broker's events exchange when set.
     events_broker_url: str | None = None

@@ -23,8 +23,9 @@ Three parts, all pure Python, nothing loaded at import time:
   character away (女式衬衫 -> 女衬衫 blouse), an entry with the same modifier and a head of the
   same kind (连帽衫 -> 连帽卫衣 hoodie), a loanword matched by pinyin against the catalog's words
   (库尔塔 kuerta -> kurta), and last a head-final reading of known pieces (毛线帽 -> wool + hat).
-  Single characters take the sense their compounds use most (包 -> bag).  No table here comes
-  from any query set.
+  Single characters take the sense their compounds use most (包 -> bag).  A shop glossary
+  (:mod:`prism.glossary`: 上衣 -> top, where CC-CEDICT says "jacket") is read before the
+  lexicon.  No table here comes from any query set.
 """
 
 from __future__ import annotations
@@ -611,9 +612,21 @@ class QueryTranslator:
     loanwords the lexicon lacks are matched by their pinyin ("库尔塔" kuerta -> "kurta").
     """
 
-    def __init__(self, *, cedict_path: Path | None = None, vocabulary: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cedict_path: Path | None = None,
+        vocabulary: Mapping[str, int] | None = None,
+        glossary: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self._cedict_path = cedict_path
         self._vocabulary = vocabulary
+        # the shop's own terms come before the general dictionary (prism.glossary; {} for none)
+        if glossary is None:
+            from prism.glossary import default_glossary
+
+            glossary = default_glossary()
+        self._glossary = glossary
         self._lexicon: Lexicon | None = None
         self._tokenizer: jieba.Tokenizer | None = None
         self._char_senses: dict[str, Counter[str]] = {}
@@ -747,7 +760,9 @@ class QueryTranslator:
         return bool(self._near(word) or self._same_prefix(word) or self._transliterate(word))
 
     def _is_weak(self, word: str) -> bool:
-        """Unknown to the lexicon, or known only as a name ("库尔" is the town of Chur)."""
+        """Unknown to the glossary and the lexicon, or known only as a name ("库尔" is the town of Chur)."""
+        if word in self._glossary:
+            return False
         senses = self._lex().senses(word)
         return not any(s.glosses and not s.proper for s in senses)
 
@@ -805,7 +820,11 @@ class QueryTranslator:
         return out
 
     def _common_glosses(self, word: str) -> list[str]:
-        """Glosses of the word's common-noun senses (none for a word known only as a name)."""
+        """The glossary's glosses of the word, else those of its common-noun senses in the lexicon
+        (none for a word known only as a name)."""
+        own = self._glossary.get(word)
+        if own:
+            return list(own)
         return [] if self._is_weak(word) else self._glosses(word)
 
     def _rank(self, glosses: Sequence[str], word: str) -> Glosses:

@@ -267,7 +267,8 @@ def test_clean_gloss_drops_notes_and_references() -> None:
 
 @pytest.fixture(scope="module")
 def translator() -> QueryTranslator:
-    t = QueryTranslator()
+    """The dictionary's own rules, without the shop glossary that is read before them."""
+    t = QueryTranslator(glossary={})
     t.warm()
     return t
 
@@ -482,3 +483,29 @@ def test_more_like_this_picks_the_distinctive_terms_of_a_product() -> None:
         for p in products[1:]
     }
     assert scored["c"] > scored["b"]
+
+
+# ---------------------------------------------------------------------------------- glossary
+
+
+def test_the_shop_glossary_comes_before_the_dictionary(tmp_path: Path) -> None:
+    from prism.glossary import default_glossary, load_glossary
+
+    plain, shop = QueryTranslator(glossary={}), QueryTranslator()
+    # CC-CEDICT: 上衣 "jacket; upper outer garment", 半身裙 "half body skirt"
+    assert plain.translate("黑色上衣").text == "black jacket"
+    assert shop.translate("黑色上衣").text == "black top"
+    assert {"black", "top"} <= _top(shop.translate("黑色上衣")) and "jacket" not in _terms(shop.translate("黑色上衣"))
+    assert shop.translate("红色半身裙").text == "red skirt"  # segmented as one word, not 半身 + 裙
+    assert shop.translate("碎花连衣裙").text == "floral dress"
+    assert shop.translate("女式手提包").text == "women handbag"
+    assert "上衣" in default_glossary()
+    # an operator's file extends and overrides the built-in terms
+    extra = tmp_path / "glossary.tsv"
+    extra.write_text("# our own words\n上衣\tshirt; top\n库尔塔\tkurta\n", encoding="utf-8")
+    terms = load_glossary(extra)
+    assert terms["上衣"] == ("shirt", "top") and terms["库尔塔"] == ("kurta",) and terms["半身裙"] == ("skirt",)
+    assert QueryTranslator(glossary=terms).translate("蓝色上衣").text == "blue shirt"
+    extra.write_text("上衣\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="glossary.tsv:1"):
+        load_glossary(extra)
