@@ -9,6 +9,7 @@ from prism.grpc_server import wait_until_serving
 from prism.index import AnyIndex, open_index
 from prism.pipeline import encoder_models
 from prism.settings import CommonSettings
+from prism.tagger import PhotoTagger, load_tagger
 
 from .settings import Settings
 
@@ -29,6 +30,15 @@ def load_trained_fuser(common: CommonSettings) -> Fuser | None:
     return load_fuser(resolve_version(common.models_dir))
 
 
+def load_trained_tagger(common: CommonSettings) -> PhotoTagger | None:
+    """The photo tagger ``prism train`` fitted for the models folder in use (None: no predictions)."""
+    if common.models_dir is None or common.clip_checkpoint is not None:
+        return None
+    from prism.training.heads import resolve_version
+
+    return load_tagger(resolve_version(common.models_dir))
+
+
 def load(settings: Settings, index: AnyIndex | None = None, common: CommonSettings | None = None) -> FusionCore:
     for address in (settings.text_encoder_address, settings.image_encoder_address):
         wait_until_serving(address, timeout=600)
@@ -39,10 +49,12 @@ def load(settings: Settings, index: AnyIndex | None = None, common: CommonSettin
     finally:
         text.close()
         image.close()
+    common = common or CommonSettings()
     return FusionCore(
         index or open_index(settings.index_settings()),
         layout,
         model_id=model_id,
         lexical_stats=settings.lexical_stats,
-        fuser=load_trained_fuser(common or CommonSettings()),
+        fuser=load_trained_fuser(common),
+        tagger=load_trained_tagger(common),
     )

@@ -30,6 +30,7 @@ from prism.media.images import ImageLimits, probe_image
 from prism.media.video import VideoLimits, probe_video
 from prism.models.reranker import Reranker, passage
 from prism.storage import ObjectStore
+from prism.tagger import PREDICTED_FIELD
 from prism.vectors import normalized_mean
 
 from .ranking import Fused, weighted_rrf
@@ -39,6 +40,8 @@ from .settings import Settings
 log = structlog.get_logger(__name__)
 
 HIT_FIELDS = ["product_id", "title", "images", "attributes", "fusion_weights"]
+# "similar products" also reads what the photo tagger predicted (its boosts may use it)
+SIMILAR_FIELDS = [*HIT_FIELDS, PREDICTED_FIELD]
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,12 @@ def count_payload_facets(payloads: Sequence[Mapping[str, Any]], keys: Sequence[s
                 counts[str(value)] = counts.get(str(value), 0) + 1
         out[key] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
+
+
+def _boost_value(payload: Mapping[str, Any], field_key: tuple[str, str]) -> str:
+    """A product's value of a boosted (payload field, key), "" when it has none."""
+    obj = payload.get(field_key[0])
+    return str(obj.get(field_key[1]) or "") if isinstance(obj, Mapping) else ""
 
 
 def image_url(product_id: str, payload: Mapping[str, Any]) -> str:
@@ -656,16 +665,19 @@ class SearchCore:
         if not weights:  # the product lacks every weighted vector: use whichever dense one it has
             weights = {n: 1.0 for n in ("shared", "image", "text") if n in has}
         # attribute boosts chosen on validation (e.g. the same type and colour), for the values
-        # this product has; the heaviest vector is also searched among the products sharing all of
-        # them, or a boost could only reorder whatever the vectors happened to bring (one search
-        # more, not one per vector: filtered searches are the costly ones)
-        attributes = payload.get("attributes") or {}
-        boosts = {k: w for k, w in attribute_boosts(wanted).items() if str(attributes.get(k) or "")}
+        # this product has: declared attributes, or those its photo shows (prism.tagger).  The
+        # heaviest vector is also searched among the products sharing all the declared values, or
+        # a boost could only reorder whatever the vectors happened to bring (one search more, not
+        # one per vector: filtered searches are the costly ones).  Predicted values, right about
+        # three times in four, only reorder the candidates: narrowing by them cost more than it gave.
+        own = {fk: v for fk in attribute_boosts(wanted) if (v := _boost_value(payload, fk))}
+        boosts = {fk: w for fk, w in attribute_boosts(wanted).items() if fk in own}
+        declared = {key: own[(obj, key)] for obj, key in boosts if obj == "attributes"}
         dense = [n for n in weights if n != "more_like_this"]
-        primary = max(dense, key=lambda n: weights[n]) if boosts and dense else None
+        primary = max(dense, key=lambda n: weights[n]) if declared and dense else None
         lists: dict[str, list[ScoredProduct]] = {}
         for using in weights:
-            scopes = [flt] if using != primary else [flt, narrowed(flt, {k: str(attributes[k]) for k in boosts})]
+            scopes = [flt] if using != primary else [flt, narrowed(flt, declared)]
             for scope in scopes:
                 lists.setdefault(using, []).extend(
                     self.index.search(
@@ -673,7 +685,7 @@ class SearchCore:
                         lexical.encode_terms(mlt) if using == "more_like_this" and lexical is not None else pid,
                         limit=pool,
                         query_filter=scope,
-                        with_payload=HIT_FIELDS,
+                        with_payload=SIMILAR_FIELDS,
                     )
                 )
         by_list = {using: {s.product_id: s.score for s in found} for using, found in lists.items()}
@@ -688,10 +700,9 @@ class SearchCore:
             floor = min(got.values(), default=0.0)  # a candidate missing from a list scores at most its tail
             for cand in payloads:
                 scores[cand] = scores.get(cand, 0.0) + weight * got.get(cand, floor)
-        for key, weight in boosts.items():
-            value = str(attributes[key])
+        for fk, weight in boosts.items():
             for cand in payloads:
-                if str((payloads[cand].get("attributes") or {}).get(key) or "") == value:
+                if _boost_value(payloads[cand], fk) == own[fk]:
                     scores[cand] += weight
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         page = ranked[offset : offset + opts.k]

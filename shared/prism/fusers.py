@@ -27,6 +27,10 @@ FUSION_FORMAT: Final = 1
 SHARED_MODALITIES: Final = ("text", "image")
 # "similar products" weights by this prefix + attribute key boost candidates with the same value
 ATTRIBUTE_PREFIX: Final = "attribute:"
+# ... and by this prefix + key, boosts for the same value *predicted from the photo* (prism.tagger)
+PREDICTED_PREFIX: Final = "predicted:"
+# the payload field each kind of boost reads
+BOOST_FIELDS: Final = {ATTRIBUTE_PREFIX: "attributes", PREDICTED_PREFIX: "predicted"}
 
 
 class Fuser(Protocol):
@@ -204,7 +208,8 @@ class RetrievalWeights:
     validation: Mapping[str, Any] | None = None
     # "similar products": weights of the cosine similarities by vector name (``shared``, ``image``,
     # ``text``, ``more_like_this``), summed, plus ``attribute:<key>`` boosts added when a candidate
-    # has the product's own value of that attribute; empty: the gateway's own image/text setting.
+    # has the product's own value of that attribute (``predicted:<key>``: the value its photo shows,
+    # see prism.tagger); empty: the gateway's own image/text setting.
     similar: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -217,9 +222,15 @@ class RetrievalWeights:
         }
 
 
-def attribute_boosts(similar: Mapping[str, float]) -> dict[str, float]:
-    """The attribute boosts among "similar products" weights, by attribute key (weight > 0 only)."""
-    return {k.removeprefix(ATTRIBUTE_PREFIX): w for k, w in similar.items() if k.startswith(ATTRIBUTE_PREFIX) and w > 0}
+def attribute_boosts(similar: Mapping[str, float]) -> dict[tuple[str, str], float]:
+    """The attribute boosts among "similar products" weights, by (payload field, key): declared
+    attributes under ``attributes``, predicted ones under ``predicted`` (weight > 0 only)."""
+    out: dict[tuple[str, str], float] = {}
+    for name, w in similar.items():
+        for prefix, payload_field in BOOST_FIELDS.items():
+            if name.startswith(prefix) and w > 0:
+                out[(payload_field, name.removeprefix(prefix))] = w
+    return out
 
 
 def save_retrieval(folder: Path, retrieval: RetrievalWeights) -> dict[str, str]:

@@ -32,6 +32,7 @@ from prism.grpc_server import channel_options
 from prism.index import AnyIndex
 from prism.lexical import Bm25Encoder, SparseTerms
 from prism.logs import REQUEST_ID_HEADER, current_request_id
+from prism.tagger import PREDICTED_FIELD, PhotoTagger
 from prism.vectors import normalized_mean
 
 log = structlog.get_logger(__name__)
@@ -125,6 +126,7 @@ class FusionCore:
         lexical_stats: Path | None = None,
         save_every_s: float = 5.0,
         fuser: Fuser | None = None,
+        tagger: PhotoTagger | None = None,
     ) -> None:
         self.index = index
         self.layout = layout
@@ -132,6 +134,9 @@ class FusionCore:
         # How the shared-space vectors of a product become its "shared" vector (prism train's
         # validated gate or mix; equal weights for a layout without trained heads).
         self.fuser: Fuser = fuser or equal_mix()
+        # prism train's photo tagger: the kind a photo shows, written as the product's "predicted"
+        # payload ("similar products" may favour the same predicted type where attributes are absent)
+        self.tagger = tagger if tagger is not None and tagger.input in layout.dims else None
         index.ensure_collection(layout.dims, layout.multivector, layout.sparse)
         if lexical is None and lexical_stats is not None and lexical_stats.is_file():
             lexical = Bm25Encoder.load(lexical_stats)
@@ -226,6 +231,9 @@ class FusionCore:
                 "media_fingerprint": p.media_fingerprint,
                 "vectors": sorted(vectors),  # which named vectors this product has (similar-by-id needs it)
             }
+            photo = fused.get(self.tagger.input) if self.tagger is not None else None
+            if self.tagger is not None and photo is not None:
+                payload[PREDICTED_FIELD] = self.tagger.predict(photo)[0]
             if "shared" in vectors:
                 # how much each modality weighed in the fused vector: hits say which one matched
                 payload["fusion_weights"] = {m: round(w, 4) for m, w in weights.items()}

@@ -90,6 +90,8 @@ def test_trains_and_writes_manifest_and_model_card(trained: tuple[Path, float]) 
         "video_pool.json",
         "reranker.safetensors",
         "reranker.json",
+        "tagger.json",
+        "tagger.safetensors",
     ):
         assert (version / name).is_file(), name
     assert (version / "model_card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -112,6 +114,9 @@ def test_trains_and_writes_manifest_and_model_card(trained: tuple[Path, float]) 
     assert reranker["kept_epoch"] in (0, 1) and isinstance(reranker["enabled_by_default"], bool)
     # on by default only if it beat the first stage on validation products it did not train on
     assert reranker["enabled_by_default"] == (reranker["val_reranked_ndcg@10"] > reranker["val_first_stage_ndcg@10"])
+    tagger = manifest["tagger"]
+    assert tagger["input"] == "image_shared" and {"type", "colour"} <= set(tagger["keys"])
+    assert all(0.0 <= a <= 1.0 for a in tagger["val_accuracy"].values()) and "type" in tagger["val_accuracy"]
     card = json.loads((version / "model_card.json").read_text())
     assert [h["epoch"] for h in card["history"]] == [1, 2]
     assert card["selected_epoch"] in (1, 2)
@@ -203,6 +208,7 @@ def test_suite_serves_the_trained_heads_and_fusion(
     from prism.fusers import load_fuser, load_retrieval
     from prism.models.views import VIEWS
     from prism.settings import CommonSettings
+    from prism.tagger import load_tagger
     from prism.training.heads import colour_features, resolve_version
 
     assert isinstance(common_settings, CommonSettings)
@@ -250,6 +256,33 @@ def test_suite_serves_the_trained_heads_and_fusion(
         similar = [h["id"] for h in r.json()["hits"]]
         assert len(similar) == 5 and products[0].id not in similar
 
+        # the photo tagger's predictions are in the payload (a photo-only product has no attributes),
+        # as the trainer's tagger reads the indexed photo vector
+        tagger = load_tagger(version)
+        assert tagger is not None
+        ids = [p.id for p in products]
+        payloads = index.payloads(ids, fields=["predicted", "attributes"])
+        photos = index.vectors(ids, ["image_shared"])
+        for pid in ids:
+            assert not payloads[pid].get("attributes")
+            assert payloads[pid]["predicted"] == tagger.predict(photos[pid]["image_shared"])[0]
+        # a "predicted:type" boost puts the products whose photo shows the anchor's type first
+        core = suite.gateway.core
+        retrieval = core.retrieval
+        assert retrieval is not None
+        core.retrieval = replace(retrieval, similar={"image": 1.0, "predicted:type": 5.0})
+        try:
+            anchor_type = payloads[products[0].id]["predicted"]["type"]
+            same = sum(payloads[pid]["predicted"]["type"] == anchor_type for pid in ids[1:])
+            with httpx.Client(base_url=suite.url, timeout=60) as client:
+                r = client.get(f"/v1/products/{products[0].id}/similar", params={"k": 10})
+            assert r.status_code == 200, r.text
+            kinds = [payloads[h["id"]]["predicted"]["type"] == anchor_type for h in r.json()["hits"]]
+            expected = min(same, 10)
+            assert kinds == [True] * expected + [False] * (10 - expected), (kinds, same)
+        finally:
+            core.retrieval = retrieval
+
         # the full product: text and photo fused with the length gate's weights
         suite.ingest(catalog, strip="none", limit=40, show_progress=False)
         payloads = index.payloads([p.id for p in products[:5]], fields=["fusion_weights", "title"])
@@ -263,9 +296,6 @@ def test_suite_serves_the_trained_heads_and_fusion(
 
         # "similar" attribute boosts: products sharing the anchor's boosted values come first; a
         # request's filter still holds
-        core = suite.gateway.core
-        retrieval = core.retrieval
-        assert retrieval is not None
         boosted = {**retrieval.similar, "attribute:type": 5.0, "attribute:colour": 5.0}
         core.retrieval = replace(retrieval, similar=boosted)
         try:

@@ -176,3 +176,35 @@ def test_narrowed_keeps_the_request_filter_and_adds_the_boosted_values() -> None
     assert only.must_not is None and isinstance(only.must, list) and len(only.must) == 1
     with pytest.raises(Exception, match="unknown filter field"):
         narrowed(None, {"bad field!": "x"})
+
+
+def test_attribute_boosts_name_the_payload_field_they_read() -> None:
+    from prism.fusers import attribute_boosts
+
+    similar = {"shared": 1.0, "attribute:type": 1.0, "predicted:colour": 0.5, "attribute:flag": 0.0}
+    assert attribute_boosts(similar) == {("attributes", "type"): 1.0, ("predicted", "colour"): 0.5}
+
+
+def test_similar_products_learn_predicted_boosts_where_the_index_holds_only_photos() -> None:
+    """A photo-only index has no attributes; the tagger's predictions (here: right for 5 products in 6)
+    are what "similar" can favour, and the fit picks them where they help."""
+    from dataclasses import replace
+
+    from prism.fusers import FixedMix
+    from prism.training.fusion_fit import fit_similar, similar_ndcg
+
+    rng = np.random.default_rng(3)
+    s = _attributed(rng)
+    noisy = {
+        key: [p.attributes[key] if rng.random() < 5 / 6 else "wrong" for p in s.products] for key in ("type", "colour")
+    }
+    s = replace(s, predicted=noisy)
+    fuser = FixedMix({"text": 0.5, "image": 0.5}, kind="equal")
+    weights, _ = fit_similar([s], fuser, ("photo",))
+    assert weights.get("predicted:type", 0) > 0 and weights.get("predicted:colour", 0) > 0, weights
+    assert not any(k.startswith("attribute:") for k in weights)
+    vectors_only = {k: v for k, v in weights.items() if not k.startswith("predicted:")}
+    assert similar_ndcg(s, fuser, "photo", weights) > similar_ndcg(s, fuser, "photo", vectors_only) + 0.05
+    # the rows of a set keep their own predictions
+    half = s.rows(np.arange(len(s.ids)) % 2 == 0)
+    assert half.predicted["type"] == noisy["type"][::2]

@@ -28,7 +28,16 @@ import structlog
 
 from prism.catalog import Product
 from prism.evaluation import ndcg_at_k
-from prism.fusers import ATTRIBUTE_PREFIX, SHARED_MODALITIES, FixedMix, Fuser, LengthGate, RetrievalWeights, fuse_many
+from prism.fusers import (
+    ATTRIBUTE_PREFIX,
+    PREDICTED_PREFIX,
+    SHARED_MODALITIES,
+    FixedMix,
+    Fuser,
+    LengthGate,
+    RetrievalWeights,
+    fuse_many,
+)
 from prism.lexical import Bm25Encoder
 from prism.training.features import GROUP_KEYS
 
@@ -55,6 +64,8 @@ class FusionSet:
     phrase_list: list[str]
     phrase_vectors: npt.NDArray[np.float32]  # query vectors of phrase_list
     products: list[Product]
+    # key -> per product, the value the photo tagger predicts (prism.tagger; empty without one)
+    predicted: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # derived arrays, computed once (the grid searches ask for them hundreds of times)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -72,6 +83,7 @@ class FusionSet:
             phrase_list=self.phrase_list,
             phrase_vectors=self.phrase_vectors,
             products=[self.products[i] for i in idx],
+            predicted={k: [v[int(i)] for i in idx] for k, v in self.predicted.items()},
         )
 
     def inputs(self, mode: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
@@ -240,7 +252,13 @@ def similar_ndcg(s: FusionSet, fuser: Fuser, mode: str, weights: Mapping[str, fl
         anchors = [i for i, ph in enumerate(s.phrases) if ph][:max_anchors]
         f = fused_vectors(fuser, s, mode)
         # only the anchors' rows: (anchors, n) each, not (n, n)
-        rows = {"shared": f[anchors] @ f.T, "image": s.native[anchors] @ s.native.T}
+        rows = {
+            "shared": f[anchors] @ f.T,
+            "image": s.native[anchors] @ s.native.T,
+            # the photo alone in the shared space: where a short title dominates "shared", the
+            # colour is still here
+            "image_shared": s.image[anchors] @ s.image.T,
+        }
         if view is not None:
             rows["text"] = s.text[view][anchors] @ s.text[view].T
             mlt = more_like_this_scores([p.stripped(mode) for p in s.products])  # type: ignore[arg-type]
@@ -259,8 +277,8 @@ def similar_ndcg(s: FusionSet, fuser: Fuser, mode: str, weights: Mapping[str, fl
     for name, w in weights.items():
         if w <= 0:
             continue
-        if name.startswith(ATTRIBUTE_PREFIX):
-            part = _attribute_matches(s, mode, name.removeprefix(ATTRIBUTE_PREFIX), anchors)
+        if name.startswith((ATTRIBUTE_PREFIX, PREDICTED_PREFIX)):
+            part = _attribute_matches(s, mode, name, anchors)
         elif name in rows:
             part = rows[name]
         else:
@@ -274,12 +292,17 @@ def similar_ndcg(s: FusionSet, fuser: Fuser, mode: str, weights: Mapping[str, fl
     return float(np.mean([ndcg_at_k([s.ids[j] for j in row], rel, 10) for row, rel in zip(order, rels, strict=True)]))
 
 
-def _attribute_matches(s: FusionSet, mode: str, attribute: str, anchors: Sequence[int]) -> npt.NDArray[np.float32]:
-    """``(anchors, n)``: 1 where a product has the anchor's (non-empty) value of ``attribute``, as
-    the index sees the product in ``mode`` (stripped products have no attributes)."""
-    key = f"similar-attribute/{mode}/{attribute}/{len(anchors)}"
+def _attribute_matches(s: FusionSet, mode: str, boost: str, anchors: Sequence[int]) -> npt.NDArray[np.float32]:
+    """``(anchors, n)``: 1 where a product has the anchor's (non-empty) value of the boost's key: a
+    declared attribute (``attribute:<key>``) as the index sees the product in ``mode`` (stripped
+    products have none), or the value the photo tagger predicts (``predicted:<key>``, every mode)."""
+    key = f"similar-attribute/{mode}/{boost}/{len(anchors)}"
     if key not in s._memo:
-        values = [p.stripped(mode).attributes.get(attribute, "") for p in s.products]  # type: ignore[arg-type]
+        if boost.startswith(PREDICTED_PREFIX):
+            values = list(s.predicted.get(boost.removeprefix(PREDICTED_PREFIX), [""] * len(s.products)))
+        else:
+            attribute = boost.removeprefix(ATTRIBUTE_PREFIX)
+            values = [p.stripped(mode).attributes.get(attribute, "") for p in s.products]  # type: ignore[arg-type]
         codes: dict[str, int] = {}
         arr = np.array([codes.setdefault(v, len(codes)) if v else -1 for v in values], dtype=np.int64)
         a = arr[list(anchors)][:, None]
@@ -289,15 +312,20 @@ def _attribute_matches(s: FusionSet, mode: str, attribute: str, anchors: Sequenc
 
 
 def similar_attribute_keys(sets: Sequence[FusionSet]) -> list[str]:
+    """:func:`kind_attribute_keys` of the sets' products."""
+    return kind_attribute_keys([s.products for s in sets])
+
+
+def kind_attribute_keys(catalogs: Sequence[Sequence[Product]]) -> list[str]:
     """Attributes that may mark two products as alike: on at least a third of a catalog's products,
     with few distinct values (a kind, not an id or a code), and not the colour-variant group key."""
     keys: set[str] = set()
-    for s in sets:
-        n = len(s.products)
+    for products in catalogs:
+        n = len(products)
         if n < 2:
             continue
         values: dict[str, list[str]] = {}
-        for p in s.products:
+        for p in products:
             for k, v in p.attributes.items():
                 if v and v.strip():
                     values.setdefault(k, []).append(v)
@@ -328,36 +356,48 @@ def more_like_this_scores(products: Sequence[Product]) -> npt.NDArray[np.float32
 ATTRIBUTE_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)
 
 
+def _is_boost(name: str) -> bool:
+    return name.startswith((ATTRIBUTE_PREFIX, PREDICTED_PREFIX))
+
+
 def fit_similar(
     sets: Sequence[FusionSet], fuser: Fuser, modes: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The weights of "similar products" with the best mean nDCG@10: a grid over the shared, image,
-    text and more-like-this similarities, then, where the index holds attributes (full products),
-    a boost per attribute key, each chosen in turn (two passes) and kept only when it helps."""
+    """The weights of "similar products" with the best mean nDCG@10: a grid over the shared,
+    projected-photo, image, text and more-like-this similarities, then a boost per attribute key --
+    declared ones where the index holds attributes (full products), predicted ones where the sets
+    carry the photo tagger's predictions (any mode) -- each chosen in turn (two passes) and kept
+    only when it helps."""
 
     def score(w: Mapping[str, float]) -> float:
         vals = [similar_ndcg(s, fuser, mode, w) for s in sets for mode in modes if len(s.ids) > 1]
         return float(np.mean(vals)) if vals else 0.0
 
+    # (on a photo-only index "shared" is the projected photo: "image_shared" only repeats it)
+    photo_only = all(MODES[m] is None for m in modes)
     grid = [
-        {"shared": a, "image": b, "text": c, "more_like_this": d}
-        for a, b, c, d in itertools.product(
-            (0.0, 0.5, 1.0), (0.0, 0.25, 0.5, 1.0), (0.0, 0.25, 0.5), (0.0, 0.25, 0.5, 1.0)
+        {"shared": a, "image_shared": e, "image": b, "text": c, "more_like_this": d}
+        for a, e, b, c, d in itertools.product(
+            (0.0, 0.5, 1.0),
+            (0.0,) if photo_only else (0.0, 0.5, 1.0),
+            (0.0, 0.25, 0.5, 1.0),
+            (0.0, 0.25, 0.5),
+            (0.0, 0.25, 0.5, 1.0),
         )
-        if a + b + c + d > 0
+        if a + b + c + d + e > 0
     ]
     scores: dict[str, float] = {json.dumps(w, sort_keys=True): score(w) for w in grid}
     best = max(scores, key=lambda k: scores[k])
     weights: dict[str, float] = json.loads(best)
-    keys = similar_attribute_keys(sets) if any(MODES[m] == "full" for m in modes) else []
-    for _ in range(2 if keys else 0):
+    declared = similar_attribute_keys(sets) if any(MODES[m] == "full" for m in modes) else []
+    predicted = sorted({k for s in sets for k in s.predicted})
+    boosts = [ATTRIBUTE_PREFIX + k for k in declared] + [PREDICTED_PREFIX + k for k in predicted]
+    for _ in range(2 if boosts else 0):
         changed = False
-        for key in keys:
-            name = ATTRIBUTE_PREFIX + key
+        for name in boosts:
             # a zero boost is dropped, not stored: the same weights get the same label
             trials = {
-                v: {n: w for n, w in {**weights, name: v}.items() if w > 0 or not n.startswith(ATTRIBUTE_PREFIX)}
-                for v in ATTRIBUTE_GRID
+                v: {n: w for n, w in {**weights, name: v}.items() if w > 0 or not _is_boost(n)} for v in ATTRIBUTE_GRID
             }
             tried: dict[float, float] = {}
             for v, trial in trials.items():

@@ -47,9 +47,10 @@ from prism.catalog import Catalog, Query
 from prism.evaluation import ndcg_at_k, recall_at_k
 from prism.fusers import save_fuser, save_retrieval
 from prism.models.temporal import TemporalPool, save_pool
+from prism.tagger import PhotoTagger, fit_tagger, save_tagger, tagger_accuracy
 from prism.training.clips import ClipFeatures, clip_features, train_pool
 from prism.training.features import CatalogFeatures, extract_features
-from prism.training.fusion_fit import DEFAULT_FIT_MODES, FusionFit, FusionSet, fit_fusion
+from prism.training.fusion_fit import DEFAULT_FIT_MODES, FusionFit, FusionSet, fit_fusion, kind_attribute_keys
 from prism.training.heads import (
     COLOUR_DIM,
     MANIFEST_FILE,
@@ -563,6 +564,16 @@ def _fusion_summary(fusion: FusionFit | None) -> dict[str, Any]:
     }
 
 
+def _tagger_summary(tagger: PhotoTagger | None) -> dict[str, Any] | None:
+    if tagger is None:
+        return None
+    return {
+        "input": tagger.input,
+        "keys": {c.key: len(c.values) for c in tagger.classifiers},
+        "val_accuracy": dict(tagger.accuracy or {}),
+    }
+
+
 def _reranker_summary(fit: RerankFit | None) -> dict[str, Any] | None:
     if fit is None:
         return None
@@ -648,10 +659,56 @@ def train_video_pool(
     return train_pool(stack(train_parts), stack(val_parts), seed=config.seed)
 
 
+def train_tagger(
+    features: Sequence[CatalogFeatures],
+    catalogs: Sequence[Catalog],
+    result: TrainResult,
+    exclude_ids: set[str],
+) -> PhotoTagger | None:
+    """The photo tagger (:mod:`prism.tagger`) on the head's own training products: their photos in
+    the shared space -> the attributes that mark a kind; accuracy measured on the validation rows.
+    None when no catalog has such an attribute."""
+    by_catalog = [{p.id: p for p in c.products()} for c in catalogs]
+    keys = kind_attribute_keys([list(products.values()) for products in by_catalog])
+    if not keys:
+        return None
+
+    def part(f: CatalogFeatures, products: Mapping[str, Any], rows: npt.NDArray[np.int64]) -> tuple[Any, ...]:
+        sub = f.subset(rows)
+        x = project_image(result.head, _head_inputs(sub, result.head.config))
+        labels = {k: [str(products[pid].attributes.get(k) or "").strip() for pid in sub.ids] for k in keys}
+        return x, labels
+
+    train_parts, val_parts = [], []
+    for f, products in zip(features, by_catalog, strict=True):
+        val_rows = result.validation_rows.get(f.name, np.zeros(0, dtype=np.int64))
+        held = np.zeros(len(f), dtype=bool)
+        held[val_rows] = True
+        usable = f.has_image & ~held & np.array([pid not in exclude_ids for pid in f.ids], dtype=bool)
+        train_parts.append(part(f, products, np.flatnonzero(usable)))
+        if len(val_rows):
+            val_parts.append(part(f, products, val_rows))
+
+    def stack(parts: list[tuple[Any, ...]]) -> tuple[npt.NDArray[np.float32], dict[str, list[str]]]:
+        x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, result.head.config.out_dim), np.float32)
+        return x, {k: [v for p in parts for v in p[1][k]] for k in keys}
+
+    x_train, y_train = stack(train_parts)
+    tagger = fit_tagger(x_train, y_train, seed=result.config.seed)
+    x_val, y_val = stack(val_parts)
+    accuracy = tagger_accuracy(tagger, x_val, y_val) if len(x_val) else {}
+    log.info("train.tagger", keys=list(tagger.keys), val_accuracy=accuracy)
+    return PhotoTagger(tagger.classifiers, tagger.dim, tagger.input, accuracy)
+
+
 def fusion_sets(
-    features: Sequence[CatalogFeatures], catalogs: Sequence[Catalog], result: TrainResult
+    features: Sequence[CatalogFeatures],
+    catalogs: Sequence[Catalog],
+    result: TrainResult,
+    tagger: PhotoTagger | None = None,
 ) -> list[FusionSet]:
-    """The validation products of each catalog in the shared space, for :func:`fit_fusion`."""
+    """The validation products of each catalog in the shared space, for :func:`fit_fusion` (with
+    what ``tagger`` predicts from their photos)."""
     sets = []
     for f, catalog in zip(features, catalogs, strict=True):
         rows = result.validation_rows.get(f.name)
@@ -675,6 +732,7 @@ def fusion_sets(
                 phrase_list=sub.phrase_list,
                 phrase_vectors=sub.phrase_vectors,
                 products=[by_id[pid] for pid in sub.ids],
+                predicted=tagger.predict_columns(z) if tagger is not None else {},
             )
         )
     return sets
@@ -693,6 +751,7 @@ def write_models(
     video_pool: TemporalPool | None = None,
     video_report: Mapping[str, Any] | None = None,
     reranker: RerankFit | None = None,
+    tagger: PhotoTagger | None = None,
 ) -> Path:
     """Write a new version folder under ``out/versions`` and point ``out/manifest.json`` at it."""
     out = Path(out)
@@ -712,6 +771,8 @@ def write_models(
         from prism.models.reranker import save_reranker
 
         files.update(save_reranker(staging, reranker.model, reranker.config, reranker.report))
+    if tagger is not None:
+        files.update(save_tagger(staging, tagger))
     if test_ids:
         _json_dump(
             {"fraction": test_fraction, "seed": result.config.seed, "catalogs": dict(test_ids)},
@@ -744,6 +805,7 @@ def write_models(
         },
         "fusion": _fusion_summary(fusion),
         "reranker": _reranker_summary(reranker),
+        "tagger": _tagger_summary(tagger),
         "video": {k: v for k, v in (video_report or {}).items() if k != "history"},
         "test_split": {"fraction": test_fraction, "products": {k: len(v) for k, v in (test_ids or {}).items()}},
         "data": {
@@ -882,7 +944,8 @@ def run(args: argparse.Namespace) -> Path:
     )
     result.seconds["video"] = round(time.perf_counter() - t_video, 2)
     t_fuse = time.perf_counter()
-    sets = fusion_sets(features, catalogs, result)
+    tagger = train_tagger(features, catalogs, result, exclude)
+    sets = fusion_sets(features, catalogs, result, tagger)
     fusion = fit_fusion(sets, seed=config.seed, modes=config.fit_modes)
     result.seconds["fusion"] = round(time.perf_counter() - t_fuse, 2)
     t_rerank = time.perf_counter()
@@ -912,6 +975,7 @@ def run(args: argparse.Namespace) -> Path:
         video_pool=video_pool,
         video_report=video_report,
         reranker=reranker,
+        tagger=tagger,
     )
     if not args.quiet:
         for name, m in result.metrics.items():
@@ -929,6 +993,8 @@ def run(args: argparse.Namespace) -> Path:
                 f"(validation nDCG@10 {summary['hybrid_val_ndcg@10']:.3f})"
             )
         print(f"similar products: weights {summary['similar_weights']}")
+        if tagger is not None:
+            print(f"photo tagger: validation accuracy {dict(tagger.accuracy or {})}")
         if reranker is not None:
             r = reranker.report
             print(

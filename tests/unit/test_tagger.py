@@ -1,0 +1,70 @@
+"""The photo tagger: attributes predicted from a product's photo vector (prism.tagger)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prism.tagger import MIN_CLASS_COUNT, PhotoTagger, fit_tagger, load_tagger, save_tagger, tagger_accuracy
+
+
+def _clusters(rng: np.random.Generator, n: int, dim: int = 16) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Unit vectors around one centre per (colour, type); labels say which."""
+    colours, kinds = ["red", "blue", "green"], ["dress", "shirt"]
+    centres = rng.normal(size=(6, dim))
+    rows: list[np.ndarray] = []
+    labels: dict[str, list[str]] = {"colour": [], "type": []}
+    for i in range(n):
+        lab = i % 6
+        rows.append(centres[lab] + 0.3 * rng.normal(size=dim))
+        labels["colour"].append(colours[lab % 3])
+        labels["type"].append(kinds[lab // 3])
+    x = np.asarray(rows, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+
+def test_the_tagger_learns_each_key_and_predicts_unseen_rows() -> None:
+    rng = np.random.default_rng(0)
+    x, labels = _clusters(rng, 240)
+    tagger = fit_tagger(x[:180], {k: v[:180] for k, v in labels.items()})
+    assert tagger.keys == ("colour", "type") and tagger.dim == 16
+    acc = tagger_accuracy(tagger, x[180:], {k: v[180:] for k, v in labels.items()})
+    assert acc["colour"] > 0.9 and acc["type"] > 0.9, acc
+    rows = tagger.predict(x[180:])
+    assert tagger.predict(x[180]) == rows[:1] and set(rows[0]) == {"colour", "type"}
+    assert tagger.predict_columns(x[180:]) == {k: [r[k] for r in rows] for k in ("colour", "type")}
+    with pytest.raises(ValueError, match="reads"):
+        tagger.predict(np.zeros((1, 8), dtype=np.float32))
+
+
+def test_rare_values_unknown_labels_and_single_class_keys_are_left_out() -> None:
+    rng = np.random.default_rng(1)
+    x, labels = _clusters(rng, 60)
+    labels["colour"][:3] = ["purple"] * 3  # fewer than MIN_CLASS_COUNT: not a class
+    labels["type"][:10] = [""] * 10  # unknown: those rows do not train "type"
+    labels["season"] = ["summer"] * 60  # one value: nothing to tell apart
+    assert 3 < MIN_CLASS_COUNT
+    tagger = fit_tagger(x, labels)
+    by_key = {c.key: c.values for c in tagger.classifiers}
+    assert set(by_key) == {"colour", "type"}
+    assert "purple" not in by_key["colour"] and by_key["type"] == ("dress", "shirt")
+    with pytest.raises(ValueError, match="labels"):
+        fit_tagger(x, {"colour": labels["colour"][:10]})
+
+
+def test_a_saved_tagger_loads_and_predicts_the_same(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    x, labels = _clusters(rng, 120)
+    tagger = fit_tagger(x, labels)
+    tagger = PhotoTagger(tagger.classifiers, tagger.dim, accuracy={"colour": 1.0, "type": 1.0})
+    files = save_tagger(tmp_path, tagger)
+    assert set(files) == {"tagger.json", "tagger.safetensors"}
+    loaded = load_tagger(tmp_path)
+    assert loaded is not None and loaded.keys == tagger.keys and loaded.accuracy == {"colour": 1.0, "type": 1.0}
+    assert loaded.predict(x) == tagger.predict(x)
+    assert load_tagger(tmp_path / "missing") is None
+    (tmp_path / "tagger.json").write_text('{"format": 99}')
+    with pytest.raises(ValueError, match="unsupported format"):
+        load_tagger(tmp_path)
