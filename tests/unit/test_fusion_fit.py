@@ -205,6 +205,10 @@ def test_similar_products_learn_predicted_boosts_where_the_index_holds_only_phot
     assert not any(k.startswith("attribute:") for k in weights)
     vectors_only = {k: v for k, v in weights.items() if not k.startswith("predicted:")}
     assert similar_ndcg(s, fuser, "photo", weights) > similar_ndcg(s, fuser, "photo", vectors_only) + 0.05
+    # where the index holds the declared attributes, the predictions are not offered at all
+    full_weights, _ = fit_similar([s], fuser, ("none",))
+    assert not any(k.startswith("predicted:") for k in full_weights)
+    assert any(k.startswith("attribute:") for k in full_weights)
     # the rows of a set keep their own predictions
     half = s.rows(np.arange(len(s.ids)) % 2 == 0)
     assert half.predicted["type"] == noisy["type"][::2]
