@@ -137,6 +137,12 @@ class FusionCore:
         # prism train's photo tagger: the kind a photo shows, written as the product's "predicted"
         # payload ("similar products" may favour the same predicted type where attributes are absent)
         self.tagger = tagger if tagger is not None and tagger.input in layout.dims else None
+        if self.tagger is not None and self.tagger.dim != layout.dims[self.tagger.input]:
+            # a models folder from other encoders: refuse to start rather than fail every product
+            raise ValueError(
+                f"the photo tagger reads {self.tagger.dim}-dimensional {self.tagger.input!r} vectors, "
+                f"the encoders make {layout.dims[self.tagger.input]}"
+            )
         index.ensure_collection(layout.dims, layout.multivector, layout.sparse)
         if lexical is None and lexical_stats is not None and lexical_stats.is_file():
             lexical = Bm25Encoder.load(lexical_stats)

@@ -68,3 +68,34 @@ def test_a_saved_tagger_loads_and_predicts_the_same(tmp_path: Path) -> None:
     (tmp_path / "tagger.json").write_text('{"format": 99}')
     with pytest.raises(ValueError, match="unsupported format"):
         load_tagger(tmp_path)
+
+
+def test_the_fusion_core_writes_the_predictions_and_refuses_a_tagger_of_other_encoders() -> None:
+    from prism.fusion import FusionCore, ProductUpdate, VectorLayout
+    from prism.index import IndexSettings, ProductIndex
+
+    rng = np.random.default_rng(4)
+    x, labels = _clusters(rng, 120)
+    tagger = fit_tagger(x, labels)
+    layout = VectorLayout.for_encoders(16, 8, False, shared_dim=16)
+    core = FusionCore(ProductIndex.open(IndexSettings(collection="tagged")), layout, model_id="t", tagger=tagger)
+    photo = x[:1]
+    update = ProductUpdate(
+        "p1",
+        {"title": "", "images": ["a.jpg"]},
+        content_hash="h",
+        modalities={"image": np.ones((1, 8), np.float32), "image_shared": photo},
+    )
+    assert core.upsert([update]) == 1
+    payload = core.index.payloads(["p1"], fields=["predicted"])["p1"]
+    assert payload["predicted"] == tagger.predict(photo)[0]
+    # a text-only product has no photo to read: no predictions
+    core.upsert([ProductUpdate("p2", {"title": "Red dress"}, "h2", modalities={"text": x[:1]})])
+    assert "predicted" not in core.index.payloads(["p2"], fields=["predicted"])["p2"]
+    with pytest.raises(ValueError, match="photo tagger reads 16-dimensional"):
+        FusionCore(
+            ProductIndex.open(IndexSettings(collection="other")),
+            VectorLayout.for_encoders(32, 8, False, shared_dim=32),
+            model_id="t",
+            tagger=tagger,
+        )
