@@ -670,8 +670,9 @@ class SearchCore:
         # a boost could only reorder whatever the vectors happened to bring (one search more, not
         # one per vector: filtered searches are the costly ones).  Predicted values, right about
         # three times in four, only reorder the candidates: narrowing by them cost more than it gave.
-        own = {fk: v for fk in attribute_boosts(wanted) if (v := _boost_value(payload, fk))}
-        boosts = {fk: w for fk, w in attribute_boosts(wanted).items() if fk in own}
+        every = attribute_boosts(wanted)
+        own = {fk: v for fk in every if (v := _boost_value(payload, fk))}
+        boosts = {fk: every[fk] for fk in own}
         declared = {key: own[(obj, key)] for obj, key in boosts if obj == "attributes"}
         dense = [n for n in weights if n != "more_like_this"]
         primary = max(dense, key=lambda n: weights[n]) if declared and dense else None

@@ -237,8 +237,7 @@ class FusionCore:
                 "media_fingerprint": p.media_fingerprint,
                 "vectors": sorted(vectors),  # which named vectors this product has (similar-by-id needs it)
             }
-            photo = fused.get(self.tagger.input) if self.tagger is not None else None
-            if self.tagger is not None and photo is not None:
+            if self.tagger is not None and (photo := fused.get(self.tagger.input)) is not None:
                 payload[PREDICTED_FIELD] = self.tagger.predict(photo)[0]
             if "shared" in vectors:
                 # how much each modality weighed in the fused vector: hits say which one matched

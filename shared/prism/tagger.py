@@ -146,14 +146,13 @@ def fit_tagger(
     return PhotoTagger(tuple(classifiers), dim)
 
 
-def tagger_accuracy(
-    tagger: PhotoTagger, x: npt.NDArray[np.float32], labels: Mapping[str, Sequence[str]]
+def prediction_accuracy(
+    predicted: Mapping[str, Sequence[str]], labels: Mapping[str, Sequence[str]]
 ) -> dict[str, float]:
-    """Per key, the share of rows with a known value that the tagger predicts exactly."""
-    predicted = tagger.predict_columns(x) if len(x) else {k: [] for k in tagger.keys}
+    """Per key of ``predicted``, the share of rows with a known label ("" unknown) predicted exactly."""
     out: dict[str, float] = {}
-    for key in tagger.keys:
-        pairs = [(p, t) for p, t in zip(predicted[key], labels.get(key, ()), strict=False) if t]
+    for key, values in predicted.items():
+        pairs = [(p, t) for p, t in zip(values, labels.get(key, ()), strict=False) if t]
         out[key] = round(sum(p == t for p, t in pairs) / len(pairs), 4) if pairs else 0.0
     return out
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prism.tagger import MIN_CLASS_COUNT, PhotoTagger, fit_tagger, load_tagger, save_tagger, tagger_accuracy
+from prism.tagger import MIN_CLASS_COUNT, PhotoTagger, fit_tagger, load_tagger, prediction_accuracy, save_tagger
 
 
 def _clusters(rng: np.random.Generator, n: int, dim: int = 16) -> tuple[np.ndarray, dict[str, list[str]]]:
@@ -30,8 +30,9 @@ def test_the_tagger_learns_each_key_and_predicts_unseen_rows() -> None:
     x, labels = _clusters(rng, 240)
     tagger = fit_tagger(x[:180], {k: v[:180] for k, v in labels.items()})
     assert tagger.keys == ("colour", "type") and tagger.dim == 16
-    acc = tagger_accuracy(tagger, x[180:], {k: v[180:] for k, v in labels.items()})
+    acc = prediction_accuracy(tagger.predict_columns(x[180:]), {k: v[180:] for k, v in labels.items()})
     assert acc["colour"] > 0.9 and acc["type"] > 0.9, acc
+    assert prediction_accuracy({"type": ["a", "b", "c"]}, {"type": ["a", "", "x"]}) == {"type": 0.5}
     rows = tagger.predict(x[180:])
     assert tagger.predict(x[180]) == rows[:1] and set(rows[0]) == {"colour", "type"}
     assert tagger.predict_columns(x[180:]) == {k: [r[k] for r in rows] for k in ("colour", "type")}

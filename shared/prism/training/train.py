@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from prism.catalog import Catalog, Query
 from prism.evaluation import ndcg_at_k, recall_at_k
 from prism.fusers import save_fuser, save_retrieval
 from prism.models.temporal import TemporalPool, save_pool
-from prism.tagger import PhotoTagger, fit_tagger, save_tagger, tagger_accuracy
+from prism.tagger import PhotoTagger, fit_tagger, prediction_accuracy, save_tagger
 from prism.training.clips import ClipFeatures, clip_features, train_pool
 from prism.training.features import CatalogFeatures, extract_features
 from prism.training.fusion_fit import DEFAULT_FIT_MODES, FusionFit, FusionSet, fit_fusion, kind_attribute_keys
@@ -666,39 +666,33 @@ def train_tagger(
     exclude_ids: set[str],
 ) -> PhotoTagger | None:
     """The photo tagger (:mod:`prism.tagger`) on the head's own training products: their photos in
-    the shared space -> the attributes that mark a kind; accuracy measured on the validation rows.
-    None when no catalog has such an attribute."""
-    by_catalog = [{p.id: p for p in c.products()} for c in catalogs]
-    keys = kind_attribute_keys([list(products.values()) for products in by_catalog])
+    the shared space -> the attributes that mark a kind.  None when no catalog has such an
+    attribute.  (Its accuracy is measured on the validation products: :func:`tagger_validated`.)"""
+    by_catalog = [list(c.products()) for c in catalogs]
+    keys = kind_attribute_keys(by_catalog)
     if not keys:
         return None
-
-    def part(f: CatalogFeatures, products: Mapping[str, Any], rows: npt.NDArray[np.int64]) -> tuple[Any, ...]:
-        sub = f.subset(rows)
-        x = project_image(result.head, _head_inputs(sub, result.head.config))
-        labels = {k: [str(products[pid].attributes.get(k) or "").strip() for pid in sub.ids] for k in keys}
-        return x, labels
-
-    train_parts, val_parts = [], []
+    inputs: list[npt.NDArray[np.float32]] = []
+    labels: dict[str, list[str]] = {k: [] for k in keys}
     for f, products in zip(features, by_catalog, strict=True):
-        val_rows = result.validation_rows.get(f.name, np.zeros(0, dtype=np.int64))
+        by_id = {p.id: p for p in products}
         held = np.zeros(len(f), dtype=bool)
-        held[val_rows] = True
+        held[result.validation_rows.get(f.name, np.zeros(0, dtype=np.int64))] = True
         usable = f.has_image & ~held & np.array([pid not in exclude_ids for pid in f.ids], dtype=bool)
-        train_parts.append(part(f, products, np.flatnonzero(usable)))
-        if len(val_rows):
-            val_parts.append(part(f, products, val_rows))
+        sub = f.subset(np.flatnonzero(usable))
+        inputs.append(project_image(result.head, _head_inputs(sub, result.head.config)))
+        for k in keys:
+            labels[k].extend(str(by_id[pid].attributes.get(k) or "").strip() for pid in sub.ids)
+    return fit_tagger(np.concatenate(inputs), labels, seed=result.config.seed)
 
-    def stack(parts: list[tuple[Any, ...]]) -> tuple[npt.NDArray[np.float32], dict[str, list[str]]]:
-        x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, result.head.config.out_dim), np.float32)
-        return x, {k: [v for p in parts for v in p[1][k]] for k in keys}
 
-    x_train, y_train = stack(train_parts)
-    tagger = fit_tagger(x_train, y_train, seed=result.config.seed)
-    x_val, y_val = stack(val_parts)
-    accuracy = tagger_accuracy(tagger, x_val, y_val) if len(x_val) else {}
+def tagger_validated(tagger: PhotoTagger, sets: Sequence[FusionSet]) -> PhotoTagger:
+    """``tagger`` with its accuracy on the validation products (whose predictions the sets hold)."""
+    predicted = {k: [v for s in sets for v in s.predicted.get(k, ())] for k in tagger.keys}
+    declared = {k: [str(p.attributes.get(k) or "").strip() for s in sets for p in s.products] for k in tagger.keys}
+    accuracy = prediction_accuracy(predicted, declared)
     log.info("train.tagger", keys=list(tagger.keys), val_accuracy=accuracy)
-    return PhotoTagger(tagger.classifiers, tagger.dim, tagger.input, accuracy)
+    return replace(tagger, accuracy=accuracy)
 
 
 def fusion_sets(
@@ -946,6 +940,7 @@ def run(args: argparse.Namespace) -> Path:
     t_fuse = time.perf_counter()
     tagger = train_tagger(features, catalogs, result, exclude)
     sets = fusion_sets(features, catalogs, result, tagger)
+    tagger = tagger_validated(tagger, sets) if tagger is not None else None
     fusion = fit_fusion(sets, seed=config.seed, modes=config.fit_modes)
     result.seconds["fusion"] = round(time.perf_counter() - t_fuse, 2)
     t_rerank = time.perf_counter()
