@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prism.models.reranker import RerankerConfig, passage
-from prism.training.rerank_fit import Candidates, RerankTrainConfig, _groups
+from prism.training.rerank_fit import Candidates, RerankTrainConfig, _groups, epochs_without_gain
 
 pytestmark = pytest.mark.unit
 
@@ -148,3 +148,10 @@ def test_an_epoch_holds_at_most_max_groups() -> None:
         [_candidates()], RerankTrainConfig(group=4, groups_per_query=5, max_groups=3), np.random.default_rng(1)
     )
     assert len(every) > 3 and len(capped) == 3 and all(g in every for g in capped)
+
+
+def test_epochs_without_gain_counts_from_the_last_improvement() -> None:
+    assert epochs_without_gain(0.8, []) == 0
+    assert epochs_without_gain(0.8, [0.79, 0.80]) == 2  # a tie is no gain
+    assert epochs_without_gain(0.8, [0.81, 0.79]) == 1
+    assert epochs_without_gain(0.8, [0.79, 0.82, 0.83]) == 0

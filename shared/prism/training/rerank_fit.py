@@ -12,7 +12,8 @@ photo-only products teach the photo token.  Loss: listwise softmax cross-entropy
 graded gains ``2^g - 1`` of a group of candidates.  The model sees each candidate's first-stage
 rank (a learned prior, :class:`~prism.models.reranker.RerankerConfig`), so it starts from the
 first stage's order and learns what to move.  The kept epoch is the one with the best nDCG@10
-on half B, and ``enabled_by_default`` is set only when that beats the first stage there.
+on half B (training stops after ``patience`` epochs in a row without a gain), and
+``enabled_by_default`` is set only when that beats the first stage there.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import structlog
 
 from prism.evaluation import ndcg_at_k
 from prism.fusers import Fuser, RetrievalWeights
+from prism.models.precision import Precision, fast_cpu_precision
 from prism.models.reranker import RerankerConfig, new_cross_encoder, passage, trainable_state
 from prism.progress import Progress
 from prism.training.fusion_fit import MODES, FusionSet, bm25_scores, fused_vectors, halves, rrf_scores
@@ -45,6 +47,13 @@ class RerankTrainConfig:
     # groups (~1.5 min an epoch on 2 cores); both catalogs in the default two modes would have ~4x.
     max_groups: int = 1200
     epochs: int = 4
+    # Stop after this many epochs in a row that do not beat the best so far (epoch 0, the first
+    # stage's own order, included): when the first stage is already hard to beat, the later
+    # epochs rarely change the verdict and cost most of `prism train`'s time (4 epochs: ~9 min).
+    patience: int = 2
+    # The training steps' CPU precision: None picks bf16 where the CPU has it natively (~1.6x
+    # faster steps), else fp32.  Validation always runs in fp32, as the gateway serves it.
+    precision: Precision | None = None
     lr: float = 3e-4  # the pretrained layers
     lr_new: float = 2e-3  # photo projection and score head
     max_val_queries: int = 120  # per catalog and mode: validation scores every candidate pair
@@ -153,6 +162,18 @@ def evaluate(model: Any, tokens: Any, sets: Sequence[Candidates], max_queries: i
     return out
 
 
+def epochs_without_gain(baseline: float, scores: Sequence[float]) -> int:
+    """How many of the last epochs in a row did not beat the best before them (``baseline``: the
+    untrained model's score)."""
+    best, since = baseline, 0
+    for score in scores:
+        if score > best:
+            best, since = score, 0
+        else:
+            since += 1
+    return since
+
+
 def _groups(
     sets: Sequence[Candidates], cfg: RerankTrainConfig, rng: np.random.Generator
 ) -> list[tuple[int, int, list[int]]]:
@@ -225,6 +246,7 @@ def train_reranker(
     best_score = float(np.mean([v["first_stage"] for v in base_val.values()])) if base_val else 0.0
     first_stage = best_score
     best_epoch = 0
+    precision = cfg.precision or fast_cpu_precision()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         groups = _groups(a_sets, cfg, rng)
@@ -244,13 +266,14 @@ def train_reranker(
                 targets.append(gains / gains.sum())
                 sizes.append(len(rows))
             tok_ids, tok_mask = tokens.batch(queries, passages)
-            scores = model(
-                torch.from_numpy(tok_ids),
-                torch.from_numpy(tok_mask),
-                torch.from_numpy(np.concatenate(images)),
-                torch.ones(len(queries), dtype=torch.bool),
-                torch.tensor(ranks),
-            )
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                scores = model(
+                    torch.from_numpy(tok_ids),
+                    torch.from_numpy(tok_mask),
+                    torch.from_numpy(np.concatenate(images)),
+                    torch.ones(len(queries), dtype=torch.bool),
+                    torch.tensor(ranks),
+                ).float()
             loss = torch.zeros(())
             for part, target in zip(torch.split(scores, sizes), targets, strict=True):
                 loss = loss - (torch.from_numpy(target) * torch.log_softmax(part, dim=0)).sum()
@@ -269,6 +292,10 @@ def train_reranker(
             best_score, best_epoch = score, epoch
             best_state = _snapshot(model)
             best_val = val
+        stalled = epochs_without_gain(first_stage, [h["val_ndcg@10"] for h in history])
+        if 0 < cfg.patience <= stalled and epoch < cfg.epochs:
+            log.info("train.reranker_stopped", epoch=epoch, epochs_without_gain=stalled)
+            break
     model.load_state_dict(best_state, strict=False)  # the frozen word embeddings are not in it
     model.eval()
     gain = best_score - first_stage
@@ -276,6 +303,8 @@ def train_reranker(
         "trained_on": "validation products, half A (queries: '<colour> <type>' phrases; candidates: first stage)",
         "modes": list(modes),
         "kept_epoch": best_epoch,
+        "epochs_run": len(history),
+        "precision": precision,
         "history": history,
         "validation": {k: {m: round(x, 4) for m, x in v.items()} for k, v in best_val.items()},
         "val_first_stage_ndcg@10": round(first_stage, 4),
