@@ -170,3 +170,14 @@ def test_services_name_the_precision_and_video_follows_image(
     assert video_model.load(VideoSettings(), common_settings, image_precision="fp32").image.model_id == (
         "efficientnet-lite0-imagenet"
     )
+
+
+def test_device_bench_compares_each_precision_with_cpu_fp32(photos: list[Image.Image]) -> None:
+    from prism.bench_device import run
+
+    result = run(photos[:8], "cpu", [4], repeats=1)
+    assert set(result["precisions"]) == {"fp32", "bf16"}  # fp16 is GPU-only
+    fp32, bf16 = (result["precisions"][p]["batch_4"] for p in ("fp32", "bf16"))
+    assert fp32["cosine_min"] > 0.9999  # the same network on the same device
+    assert 0.99 < bf16["cosine_mean"] < 1.0
+    assert min(fp32["photos_per_s"], fp32["network_images_per_s"], result["cpu_fp32_photos_per_s"]) > 0
