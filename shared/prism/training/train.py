@@ -893,6 +893,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=RerankTrainConfig().epochs,
         help="epochs of the cross-encoder reranker on the validation products (0: no reranker)",
     )
+    p.add_argument(
+        "--rerank-precision",
+        choices=("fp32", "bf16", "auto"),
+        default=RerankTrainConfig().precision,
+        help="CPU precision of the reranker's training steps (auto: bf16 where native; default fp32, see README)",
+    )
     p.add_argument("--views", default=",".join(d.views), help="image encoder views averaged into the input")
     p.add_argument("--cache-dir", type=Path, help="feature cache (default $PRISM_CACHE_DIR or var/cache)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training loop (default 1)")
@@ -951,7 +957,9 @@ def run(args: argparse.Namespace) -> Path:
             fusion.retrieval,
             list(config.fit_modes),
             cache_dir,
-            train_config=RerankTrainConfig(epochs=args.rerank_epochs, seed=config.seed),
+            train_config=RerankTrainConfig(
+                epochs=args.rerank_epochs, precision=args.rerank_precision, seed=config.seed
+            ),
             show_progress=not args.quiet,
         )
         if args.rerank_epochs > 0
