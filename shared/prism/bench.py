@@ -28,6 +28,7 @@ from prism.catalog import Catalog
 from prism.logs import setup_logging
 from prism.models.precision import Precision
 from prism.settings import CommonSettings
+from prism.vectors import cosine_agreement
 
 if TYPE_CHECKING:
     from prism.encoding import Backend
@@ -219,13 +220,6 @@ def _interleaved(runs: Mapping[Precision, Callable[[], object]], n: int, rounds:
     }
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    a = a.reshape(-1, a.shape[-1])
-    b = b.reshape(-1, b.shape[-1])
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
-
-
 def bench_precision(
     common: CommonSettings,
     catalogs: list[Catalog],
@@ -285,7 +279,7 @@ def bench_precision(
         jobs.append(("video", len(clips), "clips", video, runs_of(video, clips)))
     for name, n, unit, backends, runs in jobs:
         ref = runs["fp32"]()
-        quality = {p: _cosine(run(), ref) for p, run in runs.items()}
+        quality = {p: cosine_agreement(run(), ref) for p, run in runs.items()}
         speed = _interleaved(runs, n, rounds)
         out[name] = {
             "n": n,

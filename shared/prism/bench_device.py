@@ -19,9 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -32,11 +29,6 @@ def _photos(folder: Path, n: int) -> list[Any]:
     if not files:
         raise SystemExit(f"no photos under {folder}")
     return [decode_image(p.read_bytes()) for p in files]
-
-
-def _cosines(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-    return np.asarray((a2 * b2).sum(axis=1) / (np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)), np.float32)
 
 
 def _rate(fn: Any, items: int, repeats: int) -> float:
@@ -51,6 +43,7 @@ def run(photos: Sequence[Any], device: str, batch_sizes: Sequence[int], repeats:
     import torch
 
     from prism.models.efficientnet import load_image_embedder, preprocess_uint8
+    from prism.vectors import cosine_agreement
 
     cpu = load_image_embedder(device="cpu", precision="fp32", batch_size=32)
     ref = cpu.embed_views(photos)
@@ -68,11 +61,10 @@ def run(photos: Sequence[Any], device: str, batch_sizes: Sequence[int], repeats:
         row: dict[str, Any] = {}
         for bs in batch_sizes:
             emb = load_image_embedder(device=device, precision=precision, batch_size=bs)  # type: ignore[arg-type]
-            vecs = emb.embed_views(photos)
-            cos = _cosines(vecs, ref)
+            agreement = cosine_agreement(emb.embed_views(photos), ref)
             row[f"batch_{bs}"] = {
-                "cosine_mean": round(float(cos.mean()), 5),
-                "cosine_min": round(float(cos.min()), 5),
+                "cosine_mean": round(agreement["cos_mean"], 5),
+                "cosine_min": round(agreement["cos_min"], 5),
                 "photos_per_s": round(_rate(lambda e=emb: e.embed_views(photos), len(photos), repeats), 1),
             }
             x = x_cpu[:bs].to(device)
