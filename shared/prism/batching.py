@@ -112,7 +112,9 @@ class MicroBatcher(Generic[T, R]):
         t0 = time.perf_counter()
         try:
             results = self._fn(items)
-            self.busy_s += time.perf_counter() - t0
+            busy = time.perf_counter() - t0
+            self.busy_s += busy
+            metrics.MODEL_BUSY.labels(self._name).inc(busy)
             self.batches += 1
             self.items += len(items)
             if len(results) != len(items):

@@ -19,6 +19,8 @@ RPC_LATENCY = Histogram(
     "prism_rpc_latency_seconds", "gRPC handler latency", ["service", "method"], buckets=LATENCY_BUCKETS
 )
 BATCH_SIZE = Histogram("prism_batch_size", "Items per model batch", ["service"], buckets=BATCH_BUCKETS)
+# Its rate is the model's utilisation: near 1, the model is the bottleneck; well below, its feeding is.
+MODEL_BUSY = Counter("prism_model_busy_seconds", "Seconds the model spent running batches", ["service"])
 ITEMS = Counter("prism_items_total", "Items encoded, by outcome", ["service", "outcome"])
 HTTP_REQUESTS = Counter("prism_http_requests_total", "HTTP requests", ["route", "method", "status"])
 HTTP_LATENCY = Histogram(

@@ -100,6 +100,12 @@ def test_text_encoder_process_health_reflection_metrics_batching_and_sigterm(cac
             if line.startswith('prism_batch_size_count{service="text-encoder"}')
         )
         assert batches < 25 - 1, f"{batches} model batches for 25 calls: nothing was batched"
+        busy = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith('prism_model_busy_seconds_total{service="text-encoder"}')
+        )
+        assert busy > 0, "the model's busy time must be exported (its rate is the model's utilisation)"
 
         with pytest.raises(grpc.RpcError) as e:
             stub.Embed(encoder_pb2.EmbedRequest())
