@@ -26,6 +26,7 @@ def load(settings: Settings, common: CommonSettings) -> ImageModel:
         batch_size=settings.max_batch,
         threads=settings.threads,
         precision=settings.precision,
+        preprocess_threads=settings.preprocess_threads,
         calibration=calibration(settings, common),
         cache_dir=common.cache_dir,
     )

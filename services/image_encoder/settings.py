@@ -21,6 +21,9 @@ class Settings(ServiceSettings):
     # Checked from the header before any pixel is decoded (decompression bombs).
     max_image_pixels: int = 40_000_000
     threads: int | None = None
+    # Threads that resize each photo into its views (None: 1 on a CPU, up to 8 with a GPU, where
+    # the views, not the network, bound the encoder; see prism.models.efficientnet).
+    preprocess_threads: int | None = Field(default=None, ge=1)
     cache_vectors: bool = True
     # Views of each photo, indexed together and matched by MaxSim (see prism.models.efficientnet.VIEWS);
     # empty: one centre-crop vector per photo.

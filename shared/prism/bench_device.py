@@ -4,7 +4,8 @@ GPU nodes run the encoders in production; this measures, in one process, what ea
 (``fp32``, ``bf16``, ``fp16``) on ``--device`` gives against the CPU's float32 vectors of the same
 product photos: cosine mean and minimum (the vectors the index holds must stay comparable), and
 photos per second through ``ImageEmbedder.embed_views`` (preprocessing on the CPU included, as the
-service runs it) and through the network alone (a prepared batch already on the device).
+service runs it) and through the network alone (a prepared batch already on the device), and
+what resizing the photos into their views in several threads (``preprocess_threads``) gives there.
 
 It needs only torch, Pillow and the packaged EfficientNet-Lite0 weights, so it runs on a bare GPU
 machine with the repository's ``shared/`` on ``PYTHONPATH``.
@@ -39,10 +40,16 @@ def _rate(fn: Any, items: int, repeats: int) -> float:
     return items * repeats / (time.perf_counter() - t0)
 
 
-def run(photos: Sequence[Any], device: str, batch_sizes: Sequence[int], repeats: int) -> dict[str, Any]:
+def run(
+    photos: Sequence[Any],
+    device: str,
+    batch_sizes: Sequence[int],
+    repeats: int,
+    preprocess_threads: Sequence[int] = (),
+) -> dict[str, Any]:
     import torch
 
-    from prism.models.efficientnet import load_image_embedder, preprocess_uint8
+    from prism.models.efficientnet import default_preprocess_threads, load_image_embedder, preprocess_uint8
     from prism.vectors import cosine_agreement
 
     cpu = load_image_embedder(device="cpu", precision="fp32", batch_size=32)
@@ -75,6 +82,17 @@ def run(photos: Sequence[Any], device: str, batch_sizes: Sequence[int], repeats:
 
             row[f"batch_{bs}"]["network_images_per_s"] = round(_rate(network, len(x) * 10, 1), 1)
         out["precisions"][precision] = row
+    # The views resized in one thread against the default pool, side by side, in the device's
+    # serving precision at the largest batch (the rows above use the default).
+    chosen = "fp16" if device.startswith("cuda") else "fp32"
+    bs = max(batch_sizes)
+    counts = sorted({1, default_preprocess_threads(torch.device(device)), *preprocess_threads})
+    out["preprocess_threads"] = {"precision": chosen, "batch": bs}
+    for _ in range(2):  # alternate, twice: the machine's noise hits both
+        for n in counts:
+            emb = load_image_embedder(device=device, precision=chosen, batch_size=bs, preprocess_threads=n)  # type: ignore[arg-type]
+            rate = _rate(lambda e=emb: e.embed_views(photos), len(photos), repeats)
+            out["preprocess_threads"].setdefault(f"photos_per_s_{n}", []).append(round(rate, 1))
     return out
 
 
@@ -85,9 +103,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", type=int, action="append", help="batch sizes (default 32 and 128)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--preprocess-threads", type=int, action="append", default=[], help="also time these view-resizing threads"
+    )
     p.add_argument("--json", type=Path, help="write the result here")
     args = p.parse_args(argv)
-    result = run(_photos(args.photos, args.n), args.device, args.batch or [32, 128], args.repeats)
+    result = run(
+        _photos(args.photos, args.n), args.device, args.batch or [32, 128], args.repeats, args.preprocess_threads
+    )
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

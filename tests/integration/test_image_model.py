@@ -166,3 +166,26 @@ def test_bf16_precision_option(coffee: Image.Image, cat: Image.Image, others: li
     cosine = np.sum(a * b, axis=1)
     assert cosine.min() > 0.99
     assert int(bf16.classify([coffee])[0].argmax()) == ESPRESSO
+
+
+def test_views_resized_in_threads_are_the_same_pixels_and_vectors(
+    coffee: Image.Image, cat: Image.Image, others: list[Image.Image]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prism.models.efficientnet import preprocess_uint8, preprocess_views_uint8
+    from prism.models.views import VIEWS
+
+    images = [coffee, cat, *others]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = preprocess_views_uint8(images, VIEWS, pool)
+    # image-major rows, as embed_views has always ordered them
+    reference = torch.stack([preprocess_uint8(images, view) for view in VIEWS], dim=1).flatten(0, 1)
+    assert torch.equal(threaded, reference) and torch.equal(preprocess_views_uint8(images, VIEWS), reference)
+
+    serial = load_image_embedder(batch_size=4, preprocess_threads=1)
+    parallel = load_image_embedder(batch_size=4, preprocess_threads=3)
+    assert parallel is not serial and parallel.model is serial.model and parallel.preprocess_threads == 3
+    np.testing.assert_array_equal(parallel.embed_views(images), serial.embed_views(images))
+    with pytest.raises(ValueError, match="preprocess_threads"):
+        ImageEmbedder(serial.model, device=serial.device, preprocess_threads=0)

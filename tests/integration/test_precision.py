@@ -181,3 +181,5 @@ def test_device_bench_compares_each_precision_with_cpu_fp32(photos: list[Image.I
     assert fp32["cosine_min"] > 0.9999  # the same network on the same device
     assert 0.99 < bf16["cosine_mean"] < 1.0
     assert min(fp32["photos_per_s"], fp32["network_images_per_s"], result["cpu_fp32_photos_per_s"]) > 0
+    threads = result["preprocess_threads"]  # a CPU keeps one thread by default: only that is timed
+    assert threads["precision"] == "fp32" and len(threads["photos_per_s_1"]) == 2
