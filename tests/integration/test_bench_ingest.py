@@ -35,3 +35,4 @@ def test_ingest_bench_runs_every_service_as_a_process_and_accounts_for_it(
     assert {"image_encoder", "text_encoder", "fusion", "workers", "seaweedfs", "rabbitmq", "this_process"} <= set(cpu)
     assert cpu["image_encoder"] > 0 and cpu["text_encoder"] > 0 and cpu["workers"] > 0
     assert result["views"] == 3
+    assert len(result["bare_image_cores"]) == 2 and all(c > 0 for c in result["bare_image_cores"])
