@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from prism.catalog import Catalog
 from prism.devservers import REPO_ROOT, SeaweedFS, ensure_rabbitmq, free_port
+from prism.grpc_server import GrpcService, wait_until_serving
 from prism.logs import setup_logging
 from prism.models.precision import Precision
 from prism.settings import CommonSettings
@@ -99,8 +100,6 @@ def _common_env(common: CommonSettings) -> dict[str, str]:
 def _start_service(
     name: str, module: str, prefix: str, env: dict[str, str], log_dir: Path, common: CommonSettings
 ) -> _ServiceProcess:
-    from prism.grpc_server import wait_until_serving
-
     port, metrics_port = free_port(), free_port()
     full_env = {
         **os.environ,
@@ -125,7 +124,7 @@ def _start_service(
 
 
 def _scrape(url: str) -> dict[str, float]:
-    """``name{labels}`` -> value from a Prometheus text page (counters and histogram sums only)."""
+    """``name{labels}`` -> value for every sample of a Prometheus text page."""
     with urllib.request.urlopen(url, timeout=10) as resp:
         text = resp.read().decode()
     out: dict[str, float] = {}
@@ -205,7 +204,11 @@ def _fusion_process(
 
 @contextmanager
 def _fusion_inprocess(
-    tag: str, img_service: Any, txt_service: Any, counters: Callable[[], dict[str, float]], pids: dict[str, list[int]]
+    tag: str,
+    img_service: GrpcService,
+    txt_service: GrpcService,
+    counters: Callable[[], dict[str, float]],
+    pids: dict[str, list[int]],
 ) -> Iterator[_Path]:
     from services.fusion import model as fusion_model
     from services.fusion.server import FusionServicer, fusion_grpc_service
