@@ -40,7 +40,7 @@ typecheck: $(STAMP) ## mypy --strict on the hand-written code
 
 test: $(STAMP) browser ## everything CI runs: lint, types, then unit, integration and end-to-end tests
 	$(MAKE) --no-print-directory lint typecheck
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 # The web page's end-to-end test drives Debian's chromium through Playwright (no browser download:
 # only the package registries are reachable); installed once, as root, where it is missing.

@@ -123,26 +123,26 @@ def _start_service(
     return service
 
 
-def _scrape(url: str) -> dict[str, float]:
-    """``name{labels}`` -> value for every sample of a Prometheus text page."""
+def _scrape(url: str) -> dict[tuple[str, str], float]:
+    """(sample name, its ``service`` label) -> value, for every sample of a service's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(url, timeout=10) as resp:
         text = resp.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
+    return {
+        (sample.name, sample.labels.get("service", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _service_counters(image_metrics: str, text_metrics: str) -> dict[str, float]:
     image, text = _scrape(image_metrics), _scrape(text_metrics)
-    img, txt = '{service="image-encoder"}', '{service="text-encoder"}'
     return {
-        "image_busy_s": image.get(f"prism_model_busy_seconds_total{img}", 0.0),
-        "image_batches": image.get(f"prism_batch_size_count{img}", 0.0),
-        "image_items": image.get(f"prism_batch_size_sum{img}", 0.0),
-        "text_busy_s": text.get(f"prism_model_busy_seconds_total{txt}", 0.0),
+        "image_busy_s": image.get(("prism_model_busy_seconds_total", "image-encoder"), 0.0),
+        "image_batches": image.get(("prism_batch_size_count", "image-encoder"), 0.0),
+        "image_items": image.get(("prism_batch_size_sum", "image-encoder"), 0.0),
+        "text_busy_s": text.get(("prism_model_busy_seconds_total", "text-encoder"), 0.0),
     }
 
 
