@@ -187,5 +187,9 @@ def test_views_resized_in_threads_are_the_same_pixels_and_vectors(
     parallel = load_image_embedder(batch_size=4, preprocess_threads=3)
     assert parallel is not serial and parallel.model is serial.model and parallel.preprocess_threads == 3
     np.testing.assert_array_equal(parallel.embed_views(images), serial.embed_views(images))
+    # Embedders that differ only in how they feed the network share it (no second bfloat16 copy)
+    bf16 = load_image_embedder(batch_size=4, precision="bf16", preprocess_threads=1)
+    assert load_image_embedder(batch_size=8, precision="bf16", preprocess_threads=2).model is bf16.model
+    assert bf16.model is not serial.model
     with pytest.raises(ValueError, match="preprocess_threads"):
         ImageEmbedder(serial.model, device=serial.device, preprocess_threads=0)

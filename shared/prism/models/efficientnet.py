@@ -288,12 +288,7 @@ def _to_224(image: Image.Image, view: View = "center") -> np.ndarray:
 
 def preprocess_uint8(images: Sequence[Image.Image], view: View = "center") -> torch.Tensor:
     """(n, 3, 224, 224) uint8 tensor in channels_last memory layout (no copy from NHWC)."""
-    if len(images) == 0:
-        return torch.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8).contiguous(
-            memory_format=torch.channels_last
-        )
-    batch = np.stack([_to_224(im, view) for im in images])  # (n, 224, 224, 3)
-    return torch.from_numpy(batch).permute(0, 3, 1, 2)
+    return preprocess_views_uint8(images, (view,))
 
 
 def preprocess_views_uint8(
@@ -430,7 +425,9 @@ class ImageEmbedder:
         """Yields (features float32 (b, 1280), probabilities float32 (b, 1000) or empty) per batch."""
         empty = torch.empty(0)
         for start in range(0, len(images), self.batch_size):
-            feats = self._features(preprocess_uint8(images[start : start + self.batch_size]))
+            feats = self._features(
+                preprocess_views_uint8(images[start : start + self.batch_size], ("center",), self._pool)
+            )
             probs = empty
             if want_logits:
                 with torch.inference_mode():
@@ -491,23 +488,36 @@ def load_image_embedder(
     with _cache_lock:
         embedder = _cache.get(key)
         if embedder is None:
-            # The fp32 network is shared by the fp32 embedders of a device; other precisions convert
-            # a copy of it, so no embedder ever sees another's dtype.
-            base = next((e.model for e in _cache.values() if e.device == dev and e.dtype == torch.float32), None)
-            if base is None:
-                base = EfficientNetLite0()
-                load_state_dict(base)
-                base.eval().fuse_batchnorm_()
-            model = base if precision in ("fp32", "int8") else copy.deepcopy(base)
-            int8 = None
-            if precision == "int8":
-                from prism.models.efficientnet_int8 import build_int8
-
-                if cache_dir is None:
-                    raise ValueError("precision int8 needs a cache_dir for the quantized graph")
-                int8 = build_int8(base, calibration, cache_dir)
+            # Batch size and view threads change only how an embedder feeds its network: embedders
+            # that differ in nothing else share one (no second bfloat16 copy, no second int8 graph).
+            twin = next((e for k, e in _cache.items() if (k[0], k[2], k[3]) == (key[0], key[2], key[3])), None)
+            if twin is not None:
+                model, int8 = twin.model, twin._int8
+            else:
+                model, int8 = _network(dev, precision, calibration, cache_dir)
             embedder = ImageEmbedder(
                 model, device=dev, batch_size=batch_size, precision=precision, int8=int8, preprocess_threads=prep
             )
             _cache[key] = embedder
     return embedder
+
+
+def _network(
+    dev: torch.device, precision: Precision, calibration: Sequence[Path], cache_dir: Path | None
+) -> tuple[EfficientNetLite0, Int8Features | None]:
+    """The network for a new embedder (call with ``_cache_lock`` held)."""
+    # The fp32 network is shared by the fp32 embedders of a device; other precisions convert
+    # a copy of it, so no embedder ever sees another's dtype.
+    base = next((e.model for e in _cache.values() if e.device == dev and e.dtype == torch.float32), None)
+    if base is None:
+        base = EfficientNetLite0()
+        load_state_dict(base)
+        base.eval().fuse_batchnorm_()
+    model = base if precision in ("fp32", "int8") else copy.deepcopy(base)
+    if precision != "int8":
+        return model, None
+    from prism.models.efficientnet_int8 import build_int8
+
+    if cache_dir is None:
+        raise ValueError("precision int8 needs a cache_dir for the quantized graph")
+    return model, build_int8(base, calibration, cache_dir)
