@@ -23,7 +23,8 @@ def route_event(app: IngestApp, body: bytes | str | Mapping[str, Any]) -> int:
     """Dispatch one ``sync_product`` task per product event; returns how many were dispatched.
 
     Record events go to the text queue (the task forwards to the media queue only when photos
-    changed); media events go straight to the media queue.  Objects outside the layout are
+    changed), unless the record says its upload wrote new media (``prism.events.MEDIA_METADATA``);
+    media events go straight to the media queue.  Objects outside the layout are
     ignored.  An invalid message raises InvalidInput (the caller dead-letters it or answers 400).
     """
     s = app.settings
@@ -36,13 +37,15 @@ def route_event(app: IngestApp, body: bytes | str | Mapping[str, Any]) -> int:
             metrics.EVENTS.labels("ignored").inc()
             continue
         pid, part = owner
-        queue = s.text_queue if part == "record" else s.media_queue
+        # A record whose upload wrote new media skips the text queue: that pass would only forward it.
+        to_media = part == "media" or (part == "record" and ev.kind == "created" and ev.media_changed)
+        queue = s.media_queue if to_media else s.text_queue
         sync.apply_async(
             kwargs={
                 "product_id": pid,
                 "run": ev.run,
                 "source": part,
-                "media": part == "media",
+                "media": to_media,
                 "trace": tracing.inject(),  # the event's span continues in the task
             },
             queue=queue,

@@ -1,7 +1,9 @@
 """``prism ingest`` on the event-driven path: upload, announce, follow until the index caught up.
 
 1. Each product's media go to ``media/<id>/<file>`` (skipped when the store already holds the
-   same bytes) and its record, rewritten to point at those keys, to ``products/<id>.json``.
+   same bytes) and its record, rewritten to point at those keys, to ``products/<id>.json``, with
+   user metadata naming the run and, when new media bytes were written, saying so (its event then
+   goes straight to the media queue).
 2. One S3 event record per product record is published to the events exchange, exactly as MinIO's
    AMQP target would; the store's own media events (where a store sends them) are redundant with
    it and harmless (the task is idempotent).
@@ -29,7 +31,7 @@ from kombu.messaging import Consumer
 
 from prism.catalog import Catalog, Product, parse_product
 from prism.errors import InvalidInput, NotFound
-from prism.events import RUN_METADATA, build_event
+from prism.events import MEDIA_CHANGED, MEDIA_METADATA, RUN_METADATA, build_event
 from prism.progress import Progress
 from prism.storage import ObjectStore
 
@@ -120,6 +122,7 @@ def upload_product(store: ObjectStore, catalog: Catalog, product: Product, run: 
     """Upload a product's media and its record; returns the S3 event record of the record."""
     used: set[str] = set()
     keys: dict[str, list[str]] = {"images": [], "videos": []}
+    media_changed = False
     for kind, rels in (("images", product.images), ("videos", product.videos)):
         for rel in rels:
             key = _media_key(product.id, rel, used)
@@ -134,12 +137,14 @@ def upload_product(store: ObjectStore, catalog: Catalog, product: Product, run: 
                 same = False
             if not same:
                 store.put(key, data, _content_type(key))
+                media_changed = True
     record = {**product.to_record(), **keys}
+    metadata = {RUN_METADATA: run, **({MEDIA_METADATA: MEDIA_CHANGED} if media_changed else {})}
     info = store.put(
         f"products/{product.id}.json",
         json.dumps(record, ensure_ascii=False, sort_keys=True).encode(),
         "application/json",
-        {RUN_METADATA: run},
+        metadata,
     )
     return build_event("created", store.bucket, info.key, info=info)
 

@@ -24,6 +24,11 @@ from prism.storage import ObjectInfo, validate_key
 MAX_EVENT_BYTES = 1 * 2**20
 MAX_RECORDS = 1_000
 RUN_METADATA = "prism-run"  # user metadata naming the `prism ingest` run that uploaded an object
+# User metadata on a record whose upload also wrote new media bytes: its event goes straight to the
+# media queue (the media must be encoded anyway), saving the text-queue pass that would forward it.
+# Only a hint: a record without it takes the text queue, which forwards when the media changed.
+MEDIA_METADATA = "prism-media"
+MEDIA_CHANGED = "changed"
 
 EventKind = Literal["created", "removed"]
 
@@ -43,6 +48,10 @@ class ObjectEvent:
     @property
     def run(self) -> str | None:
         return self.metadata.get(RUN_METADATA)
+
+    @property
+    def media_changed(self) -> bool:
+        return self.metadata.get(MEDIA_METADATA) == MEDIA_CHANGED
 
 
 def _meta_key(k: str) -> str:
