@@ -23,7 +23,7 @@ def load(settings: Settings, common: CommonSettings) -> ImageModel:
 
     return load_image_embedder(
         device=common.device,
-        batch_size=settings.max_batch,
+        batch_size=settings.forward_batch,
         threads=settings.threads,
         precision=settings.precision,
         preprocess_threads=settings.preprocess_threads,

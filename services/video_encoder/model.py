@@ -33,7 +33,7 @@ def load(settings: Settings, common: CommonSettings, *, image_precision: Precisi
     from services.image_encoder.settings import Settings as ImageSettings
 
     heads = image_model.load_heads(common)
-    image_settings = ImageSettings(max_batch=settings.max_batch * settings.sample_frames, threads=settings.threads)
+    image_settings = ImageSettings(threads=settings.threads)
     if image_precision is not None:
         image_settings = image_settings.model_copy(update={"precision": image_precision})
     image = image_model.load(image_settings, common)

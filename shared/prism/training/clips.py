@@ -108,7 +108,7 @@ def clip_features(
     if embedder is None:
         from prism.models.efficientnet import load_image_embedder
 
-        embedder = load_image_embedder(device="cpu", batch_size=64)
+        embedder = load_image_embedder(device="cpu")
     rng = np.random.default_rng(seed)
     clips, photos = [], []
     progress = Progress(f"video clips {catalog.name}", len(products), enabled=show_progress)

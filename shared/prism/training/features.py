@@ -222,7 +222,7 @@ def _image_part(
                     todo.append(j)
             if todo:
                 if emb is None:
-                    emb = load_image_embedder(device="cpu", precision=precision, batch_size=32)
+                    emb = load_image_embedder(device="cpu", precision=precision)
                 image[[rows[j] for j in todo]] = emb.embed_views([images[j] for j in todo], views)  # type: ignore[arg-type]
             progress.update(min(batch, n - start))
     finally:
