@@ -46,6 +46,7 @@ def run(
     batch_sizes: Sequence[int],
     repeats: int,
     preprocess_threads: Sequence[int] = (),
+    network_repeats: int = 10,
 ) -> dict[str, Any]:
     import torch
 
@@ -77,10 +78,10 @@ def run(
             x = x_cpu[:bs].to(device)
 
             def network(e: Any = emb, x: Any = x) -> None:
-                for _ in range(10):
+                for _ in range(network_repeats):
                     e._features(x)  # noqa: SLF001 -- the network alone is what this times
 
-            row[f"batch_{bs}"]["network_images_per_s"] = round(_rate(network, len(x) * 10, 1), 1)
+            row[f"batch_{bs}"]["network_images_per_s"] = round(_rate(network, len(x) * network_repeats, 1), 1)
         out["precisions"][precision] = row
     # The views resized in one thread against the default pool, side by side, in the device's
     # serving precision at the largest batch (the rows above use the default).
