@@ -387,7 +387,7 @@ class ImageEmbedder:
         model: EfficientNetLite0,
         *,
         device: torch.device,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         precision: Precision = "fp32",
         int8: Int8Features | None = None,
         preprocess_threads: int = 1,
